@@ -1,0 +1,316 @@
+//! f32 GEMM `C = act(A·B + bias)` for row-major activations times constant weights.
+//!
+//! Weights are packed once ([`PackedB`]) into panels of `NR` columns, `K` deep, for
+//! the microkernel of one ISA. The driver blocks K into `KC` slices (A's micro-panel
+//! stays in L1) and N into groups of panels (a B block stays in L2), packs A's rows
+//! `MR` at a time, and splits the output over the rayon pool: by rows when there are
+//! many, by column panels when there are few (single-sentence latency).
+
+use rayon::prelude::*;
+
+use super::threads::install;
+use super::{Isa, Kernels};
+use crate::error::{Error, Result};
+
+/// Largest K slice per pass: `MR x KC` floats of A stay in L1.
+const KC_MAX: usize = 512;
+/// Bytes of packed B one pass sweeps per A micro-panel: kept in L2.
+const B_BLOCK_BYTES: usize = 384 * 1024;
+/// Align packed panels to a cache line.
+const ALIGN_FLOATS: usize = 16;
+
+/// Function applied to the output after the bias.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    None,
+    /// Exact (erf) GELU.
+    GeluErf,
+    /// Tanh-approximated GELU.
+    GeluTanh,
+    /// ReLU.
+    Relu,
+}
+
+/// A constant `K x N` right-hand matrix packed for one ISA's microkernel.
+pub struct PackedB {
+    kernels: &'static Kernels,
+    k: usize,
+    n: usize,
+    /// `ceil(n / nr)` panels of `k * nr` floats, starting at `offset`.
+    data: Vec<f32>,
+    offset: usize,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedB")
+            .field("isa", &self.kernels.isa)
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .finish()
+    }
+}
+
+impl PackedB {
+    /// Packs a row-major `K x N` matrix `b`.
+    pub fn from_kn(b: &[f32], k: usize, n: usize, kernels: &'static Kernels) -> Result<Self> {
+        check_len("B", b.len(), k, n)?;
+        Ok(Self::pack(k, n, kernels, |kk, nn| b[kk * n + nn]))
+    }
+
+    /// Packs the transpose of a row-major `N x K` matrix `w`, the layout of a
+    /// PyTorch `Linear` weight (`out_features x in_features`): `C = A·Wᵀ`.
+    pub fn from_nk(w: &[f32], n: usize, k: usize, kernels: &'static Kernels) -> Result<Self> {
+        check_len("W", w.len(), n, k)?;
+        Ok(Self::pack(k, n, kernels, |kk, nn| w[nn * k + kk]))
+    }
+
+    fn pack(k: usize, n: usize, kernels: &'static Kernels, at: impl Fn(usize, usize) -> f32) -> Self {
+        let nr = kernels.nr;
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0.0f32; panels * k * nr + ALIGN_FLOATS];
+        let offset = data.as_ptr().align_offset(ALIGN_FLOATS * 4).min(ALIGN_FLOATS);
+        let body = &mut data[offset..];
+        for p in 0..panels {
+            let panel = &mut body[p * k * nr..(p + 1) * k * nr];
+            let cols = nr.min(n - p * nr);
+            for kk in 0..k {
+                for j in 0..cols {
+                    panel[kk * nr + j] = at(kk, p * nr + j);
+                }
+            }
+        }
+        PackedB {
+            kernels,
+            k,
+            n,
+            data,
+            offset,
+        }
+    }
+
+    /// Rows of B (the shared dimension).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of B (outputs).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The ISA whose microkernel this packing serves.
+    pub fn isa(&self) -> Isa {
+        self.kernels.isa
+    }
+
+    /// Rows `k0..k0+kc` of panel `p`.
+    fn panel(&self, p: usize, k0: usize, kc: usize) -> &[f32] {
+        let nr = self.kernels.nr;
+        let start = self.offset + p * self.k * nr + k0 * nr;
+        &self.data[start..start + kc * nr]
+    }
+}
+
+fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
+    match rows.checked_mul(cols) {
+        Some(need) if need == len => Ok(()),
+        _ => Err(Error::InvalidInput(format!(
+            "{what} has {len} elements, expected {rows} x {cols}"
+        ))),
+    }
+}
+
+/// `C[m x n] = act(A[m x k] · B + bias)`, all row-major, on the rinfer thread pool
+/// (or the rayon pool the caller is already running in).
+pub fn gemm(
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    act: Activation,
+    c: &mut [f32],
+) -> Result<()> {
+    let (k, n) = (b.k, b.n);
+    check_len("A", a.len(), m, k)?;
+    check_len("C", c.len(), m, n)?;
+    if let Some(bias) = bias {
+        if bias.len() != n {
+            return Err(Error::InvalidInput(format!(
+                "bias has {} elements, expected {n}",
+                bias.len()
+            )));
+        }
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    install(|| run(a, m, b, bias, act, c));
+    Ok(())
+}
+
+/// One contiguous job: rows `r0..r1` (relative to `a`) times panels `p0..p1`,
+/// written to `c` whose row stride is `ldc` and whose column 0 is panel `p0`.
+struct Job<'a> {
+    a: &'a [f32],
+    b: &'a PackedB,
+    bias: Option<&'a [f32]>,
+    act: Activation,
+    rows: usize,
+    p0: usize,
+    p1: usize,
+}
+
+fn run(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, act: Activation, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    let (mr, nr) = (b.kernels.mr, b.kernels.nr);
+    let panels = n.div_ceil(nr);
+    let threads = rayon::current_num_threads().max(1);
+    let micro_rows = m.div_ceil(mr);
+    let job = |a, rows, p0, p1| Job {
+        a,
+        b,
+        bias,
+        act,
+        rows,
+        p0,
+        p1,
+    };
+
+    if threads == 1 || (micro_rows < 2 * threads && panels < 2) {
+        compute(&job(a, m, 0, panels), c, n);
+    } else if micro_rows >= 2 * threads {
+        // Many rows: each task owns a band of whole rows of C.
+        let tasks = (threads * 4).min(micro_rows);
+        let band = micro_rows.div_ceil(tasks) * mr;
+        c.par_chunks_mut(band * n)
+            .zip(a.par_chunks(band * k))
+            .for_each(|(cb, ab)| compute(&job(ab, cb.len() / n, 0, panels), cb, n));
+    } else {
+        // Few rows: split the column panels; each task fills its own buffer.
+        let tasks = threads.min(panels);
+        let per = panels.div_ceil(tasks);
+        let parts: Vec<(usize, usize, Vec<f32>)> = (0..panels)
+            .step_by(per)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|p0| {
+                let p1 = (p0 + per).min(panels);
+                let width = (p1 * nr).min(n) - p0 * nr;
+                let mut out = vec![0.0f32; m * width];
+                compute(&job(a, m, p0, p1), &mut out, width);
+                (p0 * nr, width, out)
+            })
+            .collect();
+        for (col, width, out) in parts {
+            for (dst, src) in c.chunks_exact_mut(n).zip(out.chunks_exact(width)) {
+                dst[col..col + width].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Computes one job into `c` (row stride `ldc`, column 0 = first column of panel `p0`).
+fn compute(job: &Job, c: &mut [f32], ldc: usize) {
+    let kern = job.b.kernels;
+    let (mr, nr) = (kern.mr, kern.nr);
+    let (k, n) = (job.b.k, job.b.n);
+    let col0 = job.p0 * nr;
+    let col_end = (job.p1 * nr).min(n);
+    if k == 0 {
+        for row in c.chunks_exact_mut(ldc).take(job.rows) {
+            row[..col_end - col0].fill(0.0);
+        }
+        epilogue(job, c, ldc, 0, job.rows, col0, col_end);
+        return;
+    }
+    let kc_max = k.div_ceil(k.div_ceil(KC_MAX));
+    let group = (B_BLOCK_BYTES / (kc_max * nr * 4)).max(1);
+    let mut apack = vec![0.0f32; mr * kc_max];
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = kc_max.min(k - k0);
+        let last = k0 + kc == k;
+        let mut g0 = job.p0;
+        while g0 < job.p1 {
+            let g1 = (g0 + group).min(job.p1);
+            let mut r0 = 0;
+            while r0 < job.rows {
+                let rows = mr.min(job.rows - r0);
+                pack_a(job.a, k, r0, rows, k0, kc, mr, &mut apack);
+                for p in g0..g1 {
+                    let col = p * nr;
+                    let cols = nr.min(n - col);
+                    let start = r0 * ldc + (col - col0);
+                    (kern.microkernel)(
+                        kc,
+                        &apack,
+                        job.b.panel(p, k0, kc),
+                        &mut c[start..],
+                        ldc,
+                        rows,
+                        cols,
+                        k0 > 0,
+                    );
+                }
+                if last {
+                    epilogue(job, c, ldc, r0, r0 + rows, g0 * nr, (g1 * nr).min(n));
+                }
+                r0 += rows;
+            }
+            g0 = g1;
+        }
+        k0 += kc;
+    }
+}
+
+/// Packs rows `r0..r0+rows`, columns `k0..k0+kc` of A (row stride `lda`) into
+/// `kc` groups of `mr` values.
+#[allow(clippy::too_many_arguments)]
+fn pack_a(a: &[f32], lda: usize, r0: usize, rows: usize, k0: usize, kc: usize, mr: usize, out: &mut [f32]) {
+    for i in 0..rows {
+        let src = &a[(r0 + i) * lda + k0..(r0 + i) * lda + k0 + kc];
+        for (p, v) in src.iter().enumerate() {
+            out[p * mr + i] = *v;
+        }
+    }
+}
+
+/// Bias and activation over rows `r0..r1`, absolute columns `c0..c1`.
+fn epilogue(job: &Job, c: &mut [f32], ldc: usize, r0: usize, r1: usize, c0: usize, c1: usize) {
+    if job.bias.is_none() && job.act == Activation::None {
+        return;
+    }
+    let kern = job.b.kernels;
+    let base = job.p0 * job.b.kernels.nr;
+    for r in r0..r1 {
+        let row = &mut c[r * ldc + (c0 - base)..r * ldc + (c1 - base)];
+        if let Some(bias) = job.bias {
+            (kern.add_bias)(row, &bias[c0..c1]);
+        }
+        match job.act {
+            Activation::None => {}
+            Activation::GeluErf => (kern.gelu_erf)(row),
+            Activation::GeluTanh => (kern.gelu_tanh)(row),
+            Activation::Relu => (kern.relu)(row),
+        }
+    }
+}
+
+/// Textbook triple loop with f64 accumulation: the truth GEMM tests compare with.
+/// `b` is row-major `K x N`.
+pub fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = bias.map_or(0.0, |bb| bb[j] as f64);
+            for p in 0..k {
+                s += a[i * k + p] as f64 * b[p * n + j] as f64;
+            }
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}

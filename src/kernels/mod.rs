@@ -1,0 +1,199 @@
+//! Compute kernels and their run-time dispatch: the instruction set is probed once,
+//! a table of function pointers is chosen (`RINFER_ISA` may force one), and every
+//! caller goes through that table. All `unsafe` code of the crate lives below here.
+
+pub mod gemm;
+pub mod generic;
+pub mod threads;
+mod vector;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+pub use gemm::{gemm, Activation, PackedB};
+
+/// An instruction-set path. Each has its own kernel table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable scalar Rust: the reference every other path is tested against.
+    Generic,
+    /// x86-64 AVX2 + FMA (+ F16C).
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL/DQ.
+    Avx512,
+}
+
+impl Isa {
+    /// Every path rinfer knows, fastest last.
+    pub const ALL: [Isa; 3] = [Isa::Generic, Isa::Avx2, Isa::Avx512];
+
+    /// The name used by `RINFER_ISA` and reported by [`crate::build_info`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Generic => "generic",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a name as accepted by `RINFER_ISA` (case-insensitive).
+    pub fn parse(name: &str) -> Result<Isa> {
+        let lower = name.trim().to_ascii_lowercase();
+        Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name() == lower)
+            .ok_or_else(|| Error::IsaUnavailable {
+                requested: name.to_string(),
+                reason: format!(
+                    "unknown name; expected one of {}",
+                    Isa::ALL.map(Isa::name).join(", ")
+                ),
+            })
+    }
+
+    /// Whether this CPU (and OS) can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Generic => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86_64::avx2_supported(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86_64::avx512_supported(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU supports.
+    pub fn supported() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_supported()).collect()
+    }
+
+    /// The fastest supported path.
+    pub fn best() -> Isa {
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|i| i.is_supported())
+            .unwrap_or(Isa::Generic)
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The GEMM microkernel: `C[0..mr, 0..nr] (+)= Apacked · Bpanel`.
+///
+/// `a` holds `kc` groups of `MR` values (row `i` of step `p` at `a[p * MR + i]`),
+/// `b` holds `kc` groups of `NR` values; `c` starts at the tile's top-left with row
+/// stride `ldc`. Only the first `mr` rows and `nr` columns of the tile are written.
+pub type MicroKernel =
+    fn(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, mr: usize, nr: usize, acc: bool);
+
+/// One instruction set's kernels. Obtain it with [`active`] or [`for_isa`].
+pub struct Kernels {
+    /// The path these kernels belong to.
+    pub isa: Isa,
+    /// Rows of the GEMM microkernel's tile (activations).
+    pub mr: usize,
+    /// Columns of the GEMM microkernel's tile (packed weights panel width).
+    pub nr: usize,
+    /// The GEMM microkernel.
+    pub microkernel: MicroKernel,
+    /// `x[i] += bias[i]` over a row.
+    pub add_bias: fn(x: &mut [f32], bias: &[f32]),
+    /// GELU, exact form `x/2 * (1 + erf(x/√2))`, in place.
+    pub gelu_erf: fn(x: &mut [f32]),
+    /// GELU, tanh approximation (`gelu_new`), in place.
+    pub gelu_tanh: fn(x: &mut [f32]),
+    /// ReLU in place.
+    pub relu: fn(x: &mut [f32]),
+    /// `x = LayerNorm(x + residual) * gamma + beta` over one row.
+    pub layer_norm: fn(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32),
+    /// Softmax over one row in place, after adding an optional additive mask.
+    pub softmax: fn(x: &mut [f32], mask: Option<&[f32]>),
+    /// Scales a row to unit L2 norm (a zero row stays zero).
+    pub l2_normalize: fn(x: &mut [f32]),
+    /// `out[j] = mean_i x[i * out.len() + j]` over the rows of `x`.
+    pub mean_rows: fn(x: &[f32], out: &mut [f32]),
+    /// Little-endian IEEE f16 bytes to f32 (`dst.len() * 2 == src.len()`).
+    pub f16_to_f32: fn(src: &[u8], dst: &mut [f32]),
+    /// Little-endian bf16 bytes to f32 (`dst.len() * 2 == src.len()`).
+    pub bf16_to_f32: fn(src: &[u8], dst: &mut [f32]),
+}
+
+impl fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernels")
+            .field("isa", &self.isa)
+            .field("mr", &self.mr)
+            .field("nr", &self.nr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The kernel table of `isa`, if this CPU supports it.
+pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
+    if !isa.is_supported() {
+        return Err(Error::IsaUnavailable {
+            requested: isa.name().to_string(),
+            reason: "this CPU does not support it".to_string(),
+        });
+    }
+    Ok(match isa {
+        Isa::Generic => &generic::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &x86_64::avx2::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &x86_64::avx512::KERNELS,
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("is_supported() is false off x86-64"),
+    })
+}
+
+static ACTIVE: OnceLock<Result<&'static Kernels, String>> = OnceLock::new();
+
+/// Chooses the kernel table: `RINFER_ISA` if set (it must name a supported path),
+/// else the best the CPU has.
+fn choose() -> Result<&'static Kernels> {
+    match std::env::var("RINFER_ISA") {
+        Ok(name) if !name.trim().is_empty() => for_isa(Isa::parse(&name)?),
+        _ => for_isa(Isa::best()),
+    }
+}
+
+/// The kernel table every operation uses, chosen once per process.
+///
+/// Errors when `RINFER_ISA` names an unknown path or one this CPU lacks.
+pub fn try_active() -> Result<&'static Kernels> {
+    ACTIVE
+        .get_or_init(|| choose().map_err(|e| e.to_string()))
+        .as_ref()
+        .copied()
+        .map_err(|reason| Error::IsaUnavailable {
+            requested: std::env::var("RINFER_ISA").unwrap_or_default(),
+            reason: reason.clone(),
+        })
+}
+
+/// The kernel table every operation uses. Falls back to the best supported path
+/// (after a warning on stderr) when `RINFER_ISA` is unusable; use [`try_active`]
+/// to get the error instead.
+pub fn active() -> &'static Kernels {
+    match try_active() {
+        Ok(k) => k,
+        Err(e) => {
+            static WARNED: OnceLock<()> = OnceLock::new();
+            WARNED.get_or_init(|| eprintln!("rinfer: {e}; using {}", Isa::best()));
+            // The best path is supported by construction.
+            for_isa(Isa::best()).unwrap_or(&generic::KERNELS)
+        }
+    }
+}

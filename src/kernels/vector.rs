@@ -1,0 +1,218 @@
+//! Element-wise and row kernels written so that LLVM vectorises them: branch-free
+//! bodies, lane-wise accumulators, polynomial `exp`/`erf`. The same source is
+//! compiled once per instruction set inside `#[target_feature]` wrappers (see
+//! `x86_64/`), so each ISA gets its own machine code from one obviously-shared text.
+
+/// Lanes of the partial-sum accumulators: one AVX-512 register, two AVX2 ones.
+const LANES: usize = 16;
+
+#[inline(always)]
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for (v, b) in x.iter_mut().zip(bias) {
+        *v += *b;
+    }
+}
+
+/// `e^x` to about 2 ulp over the f32 range (Cephes' polynomial, Cody-Waite reduction).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.0);
+    let fx = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - fx * 0.693_359_4 - fx * -2.121_944_4e-4;
+    let z = r * r;
+    let mut y = 1.987_569_1e-4_f32;
+    y = y * r + 1.398_199_9e-3;
+    y = y * r + 8.333_452e-3;
+    y = y * r + 4.166_579_6e-2;
+    y = y * r + 1.666_666_5e-1;
+    y = y * r + 5.000_000_1e-1;
+    y = y * z + r + 1.0;
+    let pow2 = f32::from_bits(((fx as i32 + 127) as u32) << 23);
+    y * pow2
+}
+
+/// `erf(x)` to a few ulp: a rational approximation on [-4, 4], ±1 beyond.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_6e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    p *= x;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    p / q
+}
+
+/// `tanh(x)` from [`exp`]: `1 - 2 / (1 + e^{2x})`.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (1.0 + exp(2.0 * x))
+}
+
+#[inline(always)]
+pub fn gelu_erf(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let a = *v;
+        *v = 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+#[inline(always)]
+pub fn gelu_tanh(x: &mut [f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    for v in x.iter_mut() {
+        let a = *v;
+        *v = 0.5 * a * (1.0 + tanh(C * (a + 0.044_715 * a * a * a)));
+    }
+}
+
+#[inline(always)]
+pub fn relu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = v.max(0.0);
+    }
+}
+
+/// Sum with `LANES` independent partial sums (vectorisable, deterministic).
+#[inline(always)]
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    for (i, v) in tail.iter().enumerate() {
+        acc[i] += *v;
+    }
+    acc.iter().sum()
+}
+
+/// Sum of `(x - m)^2`, lane-wise like [`sum`].
+#[inline(always)]
+fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            let d = c[i] - m;
+            acc[i] += d * d;
+        }
+    }
+    for (i, v) in tail.iter().enumerate() {
+        let d = *v - m;
+        acc[i] += d * d;
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    for (i, v) in tail.iter().enumerate() {
+        acc[i] = if *v > acc[i] { *v } else { acc[i] };
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+#[inline(always)]
+pub fn layer_norm(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
+    if let Some(r) = residual {
+        add_bias(x, r);
+    }
+    if x.is_empty() {
+        return;
+    }
+    let n = x.len() as f32;
+    let mean = sum(x) / n;
+    let var = sum_sq_dev(x, mean) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, g), b) in x.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inv * *g + *b;
+    }
+}
+
+#[inline(always)]
+pub fn softmax(x: &mut [f32], mask: Option<&[f32]>) {
+    if let Some(m) = mask {
+        add_bias(x, m);
+    }
+    let mx = max(x);
+    if mx == f32::NEG_INFINITY {
+        // Every position is masked out: no distribution exists; give zeros.
+        x.fill(0.0);
+        return;
+    }
+    for v in x.iter_mut() {
+        *v = exp(*v - mx);
+    }
+    let inv = 1.0 / sum(x);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[inline(always)]
+pub fn l2_normalize(x: &mut [f32]) {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    for (i, v) in tail.iter().enumerate() {
+        acc[i] += *v * *v;
+    }
+    let norm = acc.iter().sum::<f32>().sqrt();
+    let inv = 1.0 / norm.max(1e-12);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[inline(always)]
+pub fn mean_rows(x: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    let cols = out.len();
+    if cols == 0 {
+        return;
+    }
+    let rows = x.len() / cols;
+    for row in x.chunks_exact(cols) {
+        add_bias(out, row);
+    }
+    if rows > 0 {
+        let inv = 1.0 / rows as f32;
+        for v in out.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn bf16_to_f32(src: &[u8], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *d = f32::from_bits((u16::from_le_bytes([s[0], s[1]]) as u32) << 16);
+    }
+}
