@@ -24,7 +24,8 @@ fn run(
         .num_threads(threads)
         .build()
         .unwrap();
-    pool.install(|| gemm(a, m, &packed, bias, act, &mut c)).unwrap();
+    pool.install(|| gemm(a, m, &packed, bias, act, &mut c))
+        .unwrap();
     c
 }
 
@@ -36,8 +37,21 @@ fn check_shape(m: usize, k: usize, n: usize, threads: usize, seed: u64) {
     // Tolerance: f32 accumulation over k terms of size ~1.
     let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
     for isa in isas() {
-        let got = run(isa, threads, &a, &b, (m, k, n), Some(&bias), Activation::None);
-        assert_close(&got, &want, tol, &format!("gemm {isa} {m}x{k}x{n} t={threads}"));
+        let got = run(
+            isa,
+            threads,
+            &a,
+            &b,
+            (m, k, n),
+            Some(&bias),
+            Activation::None,
+        );
+        assert_close(
+            &got,
+            &want,
+            tol,
+            &format!("gemm {isa} {m}x{k}x{n} t={threads}"),
+        );
     }
 }
 
@@ -53,7 +67,12 @@ fn awkward_shapes_one_and_two_threads() {
             }
         }
     }
-    for &(m, k, n) in &[(1, 384, 1152), (16, 384, 384), (100, 129, 67), (61, 1041, 45)] {
+    for &(m, k, n) in &[
+        (1, 384, 1152),
+        (16, 384, 384),
+        (100, 129, 67),
+        (61, 1041, 45),
+    ] {
         for threads in [1, 2, 3] {
             seed += 3;
             check_shape(m, k, n, threads, seed);
@@ -79,8 +98,26 @@ fn empty_dimensions() {
         let got = run(isa, 2, &[], &[], (2, 0, 3), Some(&bias), Activation::None);
         assert_eq!(got, [1.0, -2.0, 3.0, 1.0, -2.0, 3.0], "{isa}");
         // m = 0 and n = 0: nothing to do, no error.
-        assert!(run(isa, 2, &[], &random(12, 1), (0, 4, 3), None, Activation::None).is_empty());
-        assert!(run(isa, 2, &random(8, 1), &[], (2, 4, 0), None, Activation::None).is_empty());
+        assert!(run(
+            isa,
+            2,
+            &[],
+            &random(12, 1),
+            (0, 4, 3),
+            None,
+            Activation::None
+        )
+        .is_empty());
+        assert!(run(
+            isa,
+            2,
+            &random(8, 1),
+            &[],
+            (2, 4, 0),
+            None,
+            Activation::None
+        )
+        .is_empty());
     }
 }
 
@@ -136,8 +173,19 @@ fn wrong_sizes_are_typed_errors() {
     let packed = PackedB::from_kn(&[1.0; 6], 2, 3, kern).unwrap();
     let mut c = vec![0.0; 6];
     let err = gemm(&[1.0; 3], 2, &packed, None, Activation::None, &mut c).unwrap_err();
-    assert!(err.to_string().contains("A has 3 elements, expected 2 x 2"), "{err}");
-    let err = gemm(&[1.0; 4], 2, &packed, Some(&[0.0; 2]), Activation::None, &mut c).unwrap_err();
+    assert!(
+        err.to_string().contains("A has 3 elements, expected 2 x 2"),
+        "{err}"
+    );
+    let err = gemm(
+        &[1.0; 4],
+        2,
+        &packed,
+        Some(&[0.0; 2]),
+        Activation::None,
+        &mut c,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
     let err = gemm(&[1.0; 4], 2, &packed, None, Activation::None, &mut c[..5]).unwrap_err();
     assert!(err.to_string().contains("C has 5"), "{err}");

@@ -97,6 +97,10 @@ impl fmt::Display for Isa {
 pub type MicroKernel =
     fn(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, mr: usize, nr: usize, acc: bool);
 
+/// `x = LayerNorm(x + residual) * gamma + beta` over one row.
+pub type LayerNormFn =
+    fn(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32);
+
 /// One instruction set's kernels. Obtain it with [`active`] or [`for_isa`].
 pub struct Kernels {
     /// The path these kernels belong to.
@@ -116,7 +120,7 @@ pub struct Kernels {
     /// ReLU in place.
     pub relu: fn(x: &mut [f32]),
     /// `x = LayerNorm(x + residual) * gamma + beta` over one row.
-    pub layer_norm: fn(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32),
+    pub layer_norm: LayerNormFn,
     /// Softmax over one row in place, after adding an optional additive mask.
     pub softmax: fn(x: &mut [f32], mask: Option<&[f32]>),
     /// Scales a row to unit L2 norm (a zero row stays zero).

@@ -25,15 +25,18 @@ pub fn exp(x: f32) -> f32 {
     y = y * r + 8.333_452e-3;
     y = y * r + 4.166_579_6e-2;
     y = y * r + 1.666_666_5e-1;
-    y = y * r + 5.000_000_1e-1;
+    y = y * r + 0.5;
     y = y * z + r + 1.0;
     let pow2 = f32::from_bits(((fx as i32 + 127) as u32) << 23);
     y * pow2
 }
 
-/// `erf(x)` to a few ulp: a rational approximation on [-4, 4], ±1 beyond.
+/// `erf(x)` to a few ulp: a rational approximation, exactly ±1 from |x| = 3.92 on
+/// (where f32's `erf` rounds to ±1), so `1 + erf(x)` is exactly 0 far to the left.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    let saturated = 1.0f32.copysign(x);
+    let big = x.abs() >= 3.92;
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
@@ -49,7 +52,11 @@ pub fn erf(x: f32) -> f32 {
     q = q * x2 - 1.682_827e-3;
     q = q * x2 - 7.373_329e-3;
     q = q * x2 - 1.426_474e-2;
-    p / q
+    if big {
+        saturated
+    } else {
+        p / q
+    }
 }
 
 /// `tanh(x)` from [`exp`]: `1 - 2 / (1 + e^{2x})`.
@@ -131,7 +138,8 @@ fn max(x: &[f32]) -> f32 {
     for (i, v) in tail.iter().enumerate() {
         acc[i] = if *v > acc[i] { *v } else { acc[i] };
     }
-    acc.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+    acc.iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
 #[inline(always)]

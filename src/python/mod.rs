@@ -12,7 +12,10 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("isa", info.isa.name())?;
     d.set_item(
         "supported_isas",
-        info.supported_isas.iter().map(|i| i.name()).collect::<Vec<_>>(),
+        info.supported_isas
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>(),
     )?;
     d.set_item("threads", info.threads)?;
     d.set_item("features", info.features)?;

@@ -65,7 +65,11 @@ impl<'a> TensorView<'a> {
                 bytes.len()
             )));
         }
-        Ok(Self { dtype, shape, bytes })
+        Ok(Self {
+            dtype,
+            shape,
+            bytes,
+        })
     }
 
     /// The element type.

@@ -92,7 +92,10 @@ impl Weights {
                 (name, entry)
             })
             .collect::<HashMap<_, _>>();
-        if entries.values().any(|e| e.end > map.len() || e.start > e.end) {
+        if entries
+            .values()
+            .any(|e| e.end > map.len() || e.start > e.end)
+        {
             return Err(Error::MalformedWeights {
                 path,
                 reason: "a tensor's data lies outside the file".into(),

@@ -67,11 +67,19 @@ impl PackedB {
         Ok(Self::pack(k, n, kernels, |kk, nn| w[nn * k + kk]))
     }
 
-    fn pack(k: usize, n: usize, kernels: &'static Kernels, at: impl Fn(usize, usize) -> f32) -> Self {
+    fn pack(
+        k: usize,
+        n: usize,
+        kernels: &'static Kernels,
+        at: impl Fn(usize, usize) -> f32,
+    ) -> Self {
         let nr = kernels.nr;
         let panels = n.div_ceil(nr);
         let mut data = vec![0.0f32; panels * k * nr + ALIGN_FLOATS];
-        let offset = data.as_ptr().align_offset(ALIGN_FLOATS * 4).min(ALIGN_FLOATS);
+        let offset = data
+            .as_ptr()
+            .align_offset(ALIGN_FLOATS * 4)
+            .min(ALIGN_FLOATS);
         let body = &mut data[offset..];
         for p in 0..panels {
             let panel = &mut body[p * k * nr..(p + 1) * k * nr];
@@ -269,7 +277,16 @@ fn compute(job: &Job, c: &mut [f32], ldc: usize) {
 /// Packs rows `r0..r0+rows`, columns `k0..k0+kc` of A (row stride `lda`) into
 /// `kc` groups of `mr` values.
 #[allow(clippy::too_many_arguments)]
-fn pack_a(a: &[f32], lda: usize, r0: usize, rows: usize, k0: usize, kc: usize, mr: usize, out: &mut [f32]) {
+fn pack_a(
+    a: &[f32],
+    lda: usize,
+    r0: usize,
+    rows: usize,
+    k0: usize,
+    kc: usize,
+    mr: usize,
+    out: &mut [f32],
+) {
     for i in 0..rows {
         let src = &a[(r0 + i) * lda + k0..(r0 + i) * lda + k0 + kc];
         for (p, v) in src.iter().enumerate() {
@@ -301,7 +318,14 @@ fn epilogue(job: &Job, c: &mut [f32], ldc: usize, r0: usize, r1: usize, c0: usiz
 
 /// Textbook triple loop with f64 accumulation: the truth GEMM tests compare with.
 /// `b` is row-major `K x N`.
-pub fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+pub fn reference(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mut c = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {

@@ -145,7 +145,11 @@ pub fn mean_rows(x: &[f32], out: &mut [f32]) {
     let rows = x.len() / cols;
     for (j, o) in out.iter_mut().enumerate() {
         let s: f64 = (0..rows).map(|i| x[i * cols + j] as f64).sum();
-        *o = if rows == 0 { 0.0 } else { (s / rows as f64) as f32 };
+        *o = if rows == 0 {
+            0.0
+        } else {
+            (s / rows as f64) as f32
+        };
     }
 }
 

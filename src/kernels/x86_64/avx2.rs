@@ -54,7 +54,10 @@ fn microkernel(
     acc: bool,
 ) {
     assert!(mr <= MR && nr <= NR, "tile {mr}x{nr} exceeds {MR}x{NR}");
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR, "packed operands too short");
+    assert!(
+        a.len() >= kc * MR && b.len() >= kc * NR,
+        "packed operands too short"
+    );
     if mr == 0 || nr == 0 {
         return;
     }
@@ -83,7 +86,10 @@ fn microkernel(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn lane_mask(n: usize) -> __m256i {
     let n = n.min(8) as i32;
-    _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
 }
 
 /// The `M x 16` tile product.

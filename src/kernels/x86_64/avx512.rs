@@ -54,7 +54,10 @@ fn microkernel(
     acc: bool,
 ) {
     assert!(mr <= MR && nr <= NR, "tile {mr}x{nr} exceeds {MR}x{NR}");
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR, "packed operands too short");
+    assert!(
+        a.len() >= kc * MR && b.len() >= kc * NR,
+        "packed operands too short"
+    );
     if mr == 0 || nr == 0 {
         return;
     }
