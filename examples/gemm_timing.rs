@@ -21,8 +21,12 @@ fn main() {
     }
     let (m, k, n, threads) = (args[0], args[1], args[2], args[3]);
     let reps = args.get(4).copied().unwrap_or(20).max(1);
-    let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i % 89) as f32 - 44.0) / 89.0)
+        .collect();
     let kern = kernels::active();
     let packed = PackedB::from_kn(&b, k, n, kern).expect("sizes agree");
     let mut c = vec![0.0f32; m * n];

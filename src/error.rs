@@ -62,6 +62,34 @@ pub enum Error {
         found: String,
     },
 
+    /// A model configuration file is missing, unreadable or inconsistent.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The configuration file (or model folder) involved.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// An input has more tokens than the model accepts and truncation was refused.
+    #[error("input {index} has {tokens} tokens, more than the model's limit of {max} (truncation is off)")]
+    InputTooLong {
+        /// Position of the input in the request.
+        index: usize,
+        /// Its token count (special tokens included).
+        tokens: usize,
+        /// The model's limit.
+        max: usize,
+    },
+
+    /// The loaded model cannot do what was asked (for instance rerank with an embedder).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
     /// Arguments to an operation disagree with each other (wrong lengths, shapes).
     #[error("invalid input: {0}")]
     InvalidInput(String),

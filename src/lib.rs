@@ -1,7 +1,8 @@
 //! rinfer: an embedded transformer inference engine.
 //!
 //! Layers, lowest first: [`kernels`] (SIMD, chosen at run time) ← [`tensor`] ←
-//! [`weights`] (safetensors via mmap). Nothing lower imports anything higher.
+//! [`weights`] (safetensors via mmap) and [`models`] ← [`engine`] (what users call).
+//! Nothing lower imports anything higher.
 //!
 //! ```
 //! use rinfer::kernels::{self, Activation, PackedB};
@@ -17,14 +18,18 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod engine;
 pub mod error;
 pub mod kernels;
+pub mod models;
 pub mod tensor;
+pub mod tokenizer;
 pub mod weights;
 
 #[cfg(feature = "python")]
 mod python;
 
+pub use engine::{Classifier, Embedder, EncodeOptions, ModelInfo, Prediction, Ranked, Reranker};
 pub use error::{Error, Result};
 pub use kernels::Isa;
 pub use tensor::{DType, Tensor, TensorView};

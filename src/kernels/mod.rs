@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
-pub use gemm::{gemm, Activation, PackedB};
+pub use gemm::{gemm, gemm_serial, Activation, PackedB};
 
 /// An instruction-set path. Each has its own kernel table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

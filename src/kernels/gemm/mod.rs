@@ -141,6 +141,40 @@ pub fn gemm(
     act: Activation,
     c: &mut [f32],
 ) -> Result<()> {
+    check(a, m, b, bias, c)?;
+    if m > 0 && b.n > 0 {
+        install(|| run(a, m, b, bias, act, c));
+    }
+    Ok(())
+}
+
+/// [`gemm`] on the calling thread only: for small products inside work that is
+/// already spread over the pool (attention heads, for instance).
+pub fn gemm_serial(
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    act: Activation,
+    c: &mut [f32],
+) -> Result<()> {
+    check(a, m, b, bias, c)?;
+    if m > 0 && b.n > 0 {
+        let job = Job {
+            a,
+            b,
+            bias,
+            act,
+            rows: m,
+            p0: 0,
+            p1: b.n.div_ceil(b.kernels.nr),
+        };
+        compute(&job, c, b.n);
+    }
+    Ok(())
+}
+
+fn check(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, c: &[f32]) -> Result<()> {
     let (k, n) = (b.k, b.n);
     check_len("A", a.len(), m, k)?;
     check_len("C", c.len(), m, n)?;
@@ -152,10 +186,6 @@ pub fn gemm(
             )));
         }
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    install(|| run(a, m, b, bias, act, c));
     Ok(())
 }
 

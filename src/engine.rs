@@ -1,0 +1,568 @@
+//! What users load and call: [`Embedder`] (sentence embeddings), [`Classifier`]
+//! (sequence classification) and [`Reranker`] (cross-encoder scoring), each built
+//! from a Hugging Face / sentence-transformers model folder.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::kernels::{self, Activation, PackedB};
+use crate::models::{BertConfig, BertModel, Pooling, PoolingMode, TokenBatch};
+use crate::tokenizer::{Encoded, Tokenizer};
+use crate::weights::Weights;
+
+/// Options of [`Embedder::encode_with`].
+#[derive(Clone, Debug)]
+pub struct EncodeOptions {
+    /// L2-normalise the vectors; `None` follows the model (its `Normalize` module).
+    pub normalize: Option<bool>,
+    /// Cut inputs longer than the model's limit (else [`Error::InputTooLong`]).
+    pub truncate: bool,
+    /// Inputs per engine batch (the batch is ragged: no padding either way).
+    pub batch_size: usize,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            normalize: None,
+            truncate: true,
+            batch_size: 128,
+        }
+    }
+}
+
+/// What a loaded model is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// The folder it was loaded from.
+    pub path: PathBuf,
+    /// Hidden size of the encoder.
+    pub hidden_size: usize,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Output width (embedding dimension, or number of labels).
+    pub dim: usize,
+    /// Longest input, in tokens, before truncation.
+    pub max_seq_length: usize,
+    /// Compute dtype.
+    pub dtype: &'static str,
+    /// The ISA path the weights were packed for.
+    pub isa: &'static str,
+}
+
+#[derive(Deserialize)]
+struct StModule {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// The parts every model folder has: config, weights, tokenizer, length limit.
+struct Folder {
+    dir: PathBuf,
+    cfg: BertConfig,
+    model: BertModel,
+    tokenizer: Tokenizer,
+    max_len: usize,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+impl Folder {
+    fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+            });
+        }
+        let cfg = BertConfig::from_file(&dir.join("config.json"))?;
+        let weights = Weights::open(dir.join("model.safetensors"))?.with_prefixes(&["bert."]);
+        let max_len = Self::max_len(dir, &cfg)?;
+        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
+        let model = BertModel::load(&cfg, &weights)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cfg,
+            model,
+            tokenizer,
+            max_len,
+        })
+    }
+
+    /// `sentence_bert_config.json`'s `max_seq_length`, else the tokenizer config's
+    /// `model_max_length`, else `max_position_embeddings`.
+    fn max_len(dir: &Path, cfg: &BertConfig) -> Result<usize> {
+        let limit = cfg.max_position_embeddings;
+        let sbert = dir.join("sentence_bert_config.json");
+        if sbert.is_file() {
+            let v: serde_json::Value = read_json(&sbert)?;
+            if let Some(n) = v.get("max_seq_length").and_then(|n| n.as_u64()) {
+                let n = n as usize;
+                if n == 0 || n > limit {
+                    return Err(Error::Config {
+                        path: sbert,
+                        reason: format!(
+                            "max_seq_length {n} must be in 1..={limit} (max_position_embeddings)"
+                        ),
+                    });
+                }
+                return Ok(n);
+            }
+        }
+        let tok_cfg = dir.join("tokenizer_config.json");
+        if tok_cfg.is_file() {
+            let v: serde_json::Value = read_json(&tok_cfg)?;
+            if let Some(n) = v.get("model_max_length").and_then(|n| n.as_u64()) {
+                if n > 0 {
+                    return Ok((n as usize).min(limit));
+                }
+            }
+        }
+        Ok(limit)
+    }
+
+    fn info(&self, dim: usize) -> ModelInfo {
+        ModelInfo {
+            path: self.dir.clone(),
+            hidden_size: self.cfg.hidden_size,
+            layers: self.cfg.num_hidden_layers,
+            dim,
+            max_seq_length: self.max_len,
+            dtype: "f32",
+            isa: self.model.kernels().isa.name(),
+        }
+    }
+
+    /// Hidden states of a validated batch of token ids.
+    fn hidden(&self, enc: &Encoded) -> Result<Vec<f32>> {
+        self.model.forward(&TokenBatch {
+            ids: &enc.ids,
+            type_ids: Some(&enc.type_ids),
+            offsets: &enc.offsets,
+        })
+    }
+}
+
+/// Builds a ragged batch from caller-supplied token ids.
+fn encoded_from_ids<S: AsRef<[u32]>>(seqs: &[S], max_len: usize) -> Result<Encoded> {
+    let mut enc = Encoded {
+        offsets: vec![0],
+        ..Default::default()
+    };
+    for (index, s) in seqs.iter().enumerate() {
+        let s = s.as_ref();
+        if s.is_empty() {
+            return Err(Error::InvalidInput(format!("input {index} has no token")));
+        }
+        if s.len() > max_len {
+            return Err(Error::InputTooLong {
+                index,
+                tokens: s.len(),
+                max: max_len,
+            });
+        }
+        enc.ids.extend_from_slice(s);
+        enc.offsets.push(enc.ids.len());
+    }
+    enc.type_ids = vec![0; enc.ids.len()];
+    Ok(enc)
+}
+
+/// A sentence-embedding model (BERT encoder + pooling + optional normalisation).
+pub struct Embedder {
+    folder: Folder,
+    pooling: Pooling,
+    normalize: bool,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("info", &self.info())
+            .finish()
+    }
+}
+
+impl Embedder {
+    /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json`,
+    /// and when present `sentence_bert_config.json`, `modules.json` with its
+    /// pooling config and Normalize module. Without `modules.json`: mean pooling,
+    /// no normalisation.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let folder = Folder::open(dir)?;
+        let (pooling, normalize) = Self::read_modules(dir)?;
+        Ok(Self {
+            folder,
+            pooling,
+            normalize,
+        })
+    }
+
+    fn read_modules(dir: &Path) -> Result<(Pooling, bool)> {
+        let modules_path = dir.join("modules.json");
+        if !modules_path.is_file() {
+            return Ok((Pooling::new(vec![PoolingMode::Mean])?, false));
+        }
+        let modules: Vec<StModule> = read_json(&modules_path)?;
+        let mut pooling = None;
+        let mut normalize = false;
+        for m in &modules {
+            let kind = m.kind.rsplit('.').next().unwrap_or("");
+            match kind {
+                "Transformer" => {}
+                "Pooling" => {
+                    pooling = Some(Pooling::from_file(&dir.join(&m.path).join("config.json"))?)
+                }
+                "Normalize" => normalize = true,
+                other => {
+                    return Err(Error::Config {
+                        path: modules_path.clone(),
+                        reason: format!("module type `{other}` is not supported"),
+                    })
+                }
+            }
+        }
+        let pooling = match pooling {
+            Some(p) => p,
+            None => Pooling::new(vec![PoolingMode::Mean])?,
+        };
+        Ok((pooling, normalize))
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.pooling.dim(self.folder.cfg.hidden_size)
+    }
+
+    /// Longest input in tokens (special tokens included) before truncation.
+    pub fn max_seq_length(&self) -> usize {
+        self.folder.max_len
+    }
+
+    /// Whether vectors are L2-normalised by default.
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// The pooling in use.
+    pub fn pooling(&self) -> &Pooling {
+        &self.pooling
+    }
+
+    /// What this model is.
+    pub fn info(&self) -> ModelInfo {
+        self.folder.info(self.dim())
+    }
+
+    /// The tokenizer (to count or inspect tokens).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.folder.tokenizer
+    }
+
+    /// The encoder.
+    pub fn model(&self) -> &BertModel {
+        &self.folder.model
+    }
+
+    /// Embeds texts with default options: one row per text.
+    pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Array2<f32>> {
+        self.encode_with(texts, &EncodeOptions::default())
+    }
+
+    /// Embeds texts.
+    pub fn encode_with<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        opts: &EncodeOptions,
+    ) -> Result<Array2<f32>> {
+        let bs = opts.batch_size.max(1);
+        self.run(texts.len(), opts, |start| {
+            let chunk = &texts[start..(start + bs).min(texts.len())];
+            self.folder
+                .tokenizer
+                .encode(chunk, opts.truncate)
+                .map_err(|e| shift_index(e, start))
+        })
+    }
+
+    /// Embeds sequences given as token ids (special tokens included, as the
+    /// tokenizer would produce them); each at most [`Self::max_seq_length`] long.
+    pub fn encode_ids<S: AsRef<[u32]>>(
+        &self,
+        seqs: &[S],
+        opts: &EncodeOptions,
+    ) -> Result<Array2<f32>> {
+        let bs = opts.batch_size.max(1);
+        self.run(seqs.len(), opts, |start| {
+            let chunk = &seqs[start..(start + bs).min(seqs.len())];
+            encoded_from_ids(chunk, self.folder.max_len).map_err(|e| shift_index(e, start))
+        })
+    }
+
+    /// Embeds an already-built ragged batch into `[sequences x dim]` values.
+    pub fn embed_encoded(&self, enc: &Encoded, normalize: Option<bool>) -> Result<Vec<f32>> {
+        let hidden = self.folder.hidden(enc)?;
+        let kern = self.folder.model.kernels();
+        let dim = self.dim();
+        let mut out = vec![0.0f32; enc.len() * dim];
+        self.pooling.pool(
+            kern,
+            &hidden,
+            self.folder.cfg.hidden_size,
+            &enc.offsets,
+            &mut out,
+        );
+        if normalize.unwrap_or(self.normalize) && dim > 0 {
+            out.chunks_exact_mut(dim)
+                .for_each(|row| (kern.l2_normalize)(row));
+        }
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        n: usize,
+        opts: &EncodeOptions,
+        batch: impl Fn(usize) -> Result<Encoded>,
+    ) -> Result<Array2<f32>> {
+        let dim = self.dim();
+        let mut out = Vec::with_capacity(n * dim);
+        let mut start = 0;
+        while start < n {
+            let enc = batch(start)?;
+            out.extend(self.embed_encoded(&enc, opts.normalize)?);
+            start += enc.len();
+        }
+        Ok(Array2::from_shape_vec((n, dim), out).expect("one row of `dim` values per input"))
+    }
+}
+
+/// Rebases an input index in an error from a chunk to the whole request.
+fn shift_index(e: Error, start: usize) -> Error {
+    match e {
+        Error::InputTooLong { index, tokens, max } => Error::InputTooLong {
+            index: index + start,
+            tokens,
+            max,
+        },
+        other => other,
+    }
+}
+
+/// A sequence-classification head on a BERT encoder (`BertForSequenceClassification`):
+/// `logits = W · tanh(P · h_cls + p) + b`.
+struct Head {
+    folder: Folder,
+    w: PackedB,
+    b: Vec<f32>,
+    labels: Vec<String>,
+}
+
+impl Head {
+    fn load(dir: &Path) -> Result<Self> {
+        let folder = Folder::open(dir)?;
+        if !folder.model.has_pooler() {
+            return Err(Error::Config {
+                path: dir.join("model.safetensors"),
+                reason:
+                    "no pooler weights (bert.pooler.dense): not a sequence-classification model"
+                        .into(),
+            });
+        }
+        let weights = Weights::open(dir.join("model.safetensors"))?;
+        let h = folder.cfg.hidden_size;
+        let n = match weights.info("classifier.weight") {
+            Some((_, shape)) if shape.len() == 2 => shape[0],
+            _ => {
+                return Err(Error::MissingTensor {
+                    path: weights.path().to_path_buf(),
+                    name: "classifier.weight".into(),
+                    tried: "`classifier.weight`".into(),
+                })
+            }
+        };
+        let w = weights.get_f32("classifier.weight", &[n, h])?;
+        let b = weights.get_f32("classifier.bias", &[n])?.into_data();
+        let labels = folder
+            .cfg
+            .labels()
+            .filter(|l| l.len() == n)
+            .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect());
+        Ok(Self {
+            w: PackedB::from_nk(w.data(), n, h, folder.model.kernels())?,
+            b,
+            labels,
+            folder,
+        })
+    }
+
+    fn logits(&self, enc: &Encoded) -> Result<Vec<f32>> {
+        let hidden = self.folder.hidden(enc)?;
+        let h = self.folder.cfg.hidden_size;
+        let mut cls = Vec::with_capacity(enc.len() * h);
+        for i in 0..enc.len() {
+            let start = enc.offsets[i];
+            cls.extend_from_slice(&hidden[start * h..(start + 1) * h]);
+        }
+        let pooled = self.folder.model.pool_dense(&cls, enc.len())?;
+        let mut out = vec![0.0f32; enc.len() * self.labels.len()];
+        kernels::gemm(
+            &pooled,
+            enc.len(),
+            &self.w,
+            Some(&self.b),
+            Activation::None,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+}
+
+/// One label with its probability.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Index of the label.
+    pub index: usize,
+    /// The label (`id2label`, else `LABEL_i`).
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+/// A text classifier (`BertForSequenceClassification` weights and `id2label`).
+pub struct Classifier {
+    head: Head,
+}
+
+impl Classifier {
+    /// Loads a classification model folder.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self {
+            head: Head::load(dir.as_ref())?,
+        })
+    }
+
+    /// Labels in index order.
+    pub fn labels(&self) -> &[String] {
+        &self.head.labels
+    }
+
+    /// What this model is.
+    pub fn info(&self) -> ModelInfo {
+        self.head.folder.info(self.head.labels.len())
+    }
+
+    /// Raw logits, `[texts x labels]`.
+    pub fn logits<S: AsRef<str> + Sync>(&self, texts: &[S], truncate: bool) -> Result<Array2<f32>> {
+        let enc = self.head.folder.tokenizer.encode(texts, truncate)?;
+        let out = self.head.logits(&enc)?;
+        Ok(
+            Array2::from_shape_vec((texts.len(), self.head.labels.len()), out)
+                .expect("one row of logits per text"),
+        )
+    }
+
+    /// Every label with its probability, best first, for each text.
+    pub fn predict<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<Prediction>>> {
+        let logits = self.logits(texts, true)?;
+        let kern = self.head.folder.model.kernels();
+        Ok(logits
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let mut p = row.to_vec();
+                (kern.softmax)(&mut p, None);
+                let mut preds: Vec<Prediction> = p
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, score)| Prediction {
+                        index,
+                        label: self.head.labels[index].clone(),
+                        score,
+                    })
+                    .collect();
+                preds.sort_by(|a, b| b.score.total_cmp(&a.score));
+                preds
+            })
+            .collect())
+    }
+}
+
+/// One scored passage of a rerank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    /// Position of the passage in the request.
+    pub index: usize,
+    /// Relevance: the sigmoid of the model's logit.
+    pub score: f32,
+    /// The raw logit.
+    pub logit: f32,
+}
+
+/// A cross-encoder reranker: scores (query, passage) pairs (one-logit head).
+pub struct Reranker {
+    head: Head,
+}
+
+impl Reranker {
+    /// Loads a cross-encoder folder (a sequence-classification model with one label).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let head = Head::load(dir.as_ref())?;
+        if head.labels.len() != 1 {
+            return Err(Error::Unsupported(format!(
+                "a reranker needs one output logit, this model has {}",
+                head.labels.len()
+            )));
+        }
+        Ok(Self { head })
+    }
+
+    /// What this model is.
+    pub fn info(&self) -> ModelInfo {
+        self.head.folder.info(1)
+    }
+
+    /// Raw logits for each (query, passage) pair.
+    pub fn logits(&self, query: &str, passages: &[&str], truncate: bool) -> Result<Vec<f32>> {
+        let pairs: Vec<(&str, &str)> = passages.iter().map(|p| (query, *p)).collect();
+        let enc = self.head.folder.tokenizer.encode_pairs(&pairs, truncate)?;
+        self.head.logits(&enc)
+    }
+
+    /// Passages by relevance to `query`, best first; `top_k` keeps that many.
+    pub fn rerank(
+        &self,
+        query: &str,
+        passages: &[&str],
+        top_k: Option<usize>,
+    ) -> Result<Vec<Ranked>> {
+        let logits = self.logits(query, passages, true)?;
+        let mut ranked: Vec<Ranked> = logits
+            .into_iter()
+            .enumerate()
+            .map(|(index, logit)| Ranked {
+                index,
+                score: 1.0 / (1.0 + (-logit).exp()),
+                logit,
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.logit.total_cmp(&a.logit));
+        ranked.truncate(top_k.unwrap_or(usize::MAX));
+        Ok(ranked)
+    }
+}

@@ -1,0 +1,142 @@
+//! A thin front over the `tokenizers` crate: loads `tokenizer.json`, truncates to the
+//! model's limit (or refuses long inputs), never pads, and returns ragged batches.
+
+use std::path::Path;
+
+use tokenizers::{EncodeInput, TruncationParams, TruncationStrategy};
+
+use crate::error::{Error, Result};
+
+/// Token ids of several inputs, concatenated without padding.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids of every input, one after the other (special tokens included).
+    pub ids: Vec<u32>,
+    /// Token type ids, aligned with `ids`.
+    pub type_ids: Vec<u32>,
+    /// Input `i` is `ids[offsets[i]..offsets[i + 1]]`.
+    pub offsets: Vec<usize>,
+}
+
+impl Encoded {
+    /// Number of inputs.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether there is no input.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token count of input `i`.
+    pub fn tokens(&self, i: usize) -> usize {
+        self.offsets[i + 1] - self.offsets[i]
+    }
+
+    /// Token ids of input `i`.
+    pub fn ids_of(&self, i: usize) -> &[u32] {
+        &self.ids[self.offsets[i]..self.offsets[i + 1]]
+    }
+}
+
+/// `tokenizer.json` with rinfer's policy: truncation to `max_len`, no padding.
+#[derive(Clone)]
+pub struct Tokenizer {
+    truncating: tokenizers::Tokenizer,
+    whole: tokenizers::Tokenizer,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+fn tok_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json`; inputs are cut to `max_len` tokens (specials included).
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "tokenizer file not found",
+                ),
+            });
+        }
+        let mut whole = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: format!("cannot load tokenizer: {e}"),
+        })?;
+        whole.with_padding(None);
+        whole.with_truncation(None).map_err(tok_err)?;
+        let mut truncating = whole.clone();
+        truncating
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                ..Default::default()
+            }))
+            .map_err(tok_err)?;
+        Ok(Self {
+            truncating,
+            whole,
+            max_len,
+        })
+    }
+
+    /// The token limit.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Tokenizes texts. With `truncate` false, an input over the limit is an
+    /// [`Error::InputTooLong`] naming it.
+    pub fn encode<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Encoded> {
+        let inputs: Vec<EncodeInput> = texts.iter().map(|t| t.as_ref().into()).collect();
+        self.run(inputs, truncate)
+    }
+
+    /// Tokenizes (first, second) pairs, as cross-encoders read them.
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Encoded> {
+        let inputs: Vec<EncodeInput> = pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+        self.run(inputs, truncate)
+    }
+
+    fn run(&self, inputs: Vec<EncodeInput>, truncate: bool) -> Result<Encoded> {
+        let tk = if truncate {
+            &self.truncating
+        } else {
+            &self.whole
+        };
+        let encodings = tk.encode_batch_fast(inputs, true).map_err(tok_err)?;
+        let total: usize = encodings.iter().map(|e| e.len()).sum();
+        let mut out = Encoded {
+            ids: Vec::with_capacity(total),
+            type_ids: Vec::with_capacity(total),
+            offsets: Vec::with_capacity(encodings.len() + 1),
+        };
+        out.offsets.push(0);
+        for (index, e) in encodings.iter().enumerate() {
+            if e.len() > self.max_len {
+                return Err(Error::InputTooLong {
+                    index,
+                    tokens: e.len(),
+                    max: self.max_len,
+                });
+            }
+            out.ids.extend_from_slice(e.get_ids());
+            out.type_ids.extend_from_slice(e.get_type_ids());
+            out.offsets.push(out.ids.len());
+        }
+        Ok(out)
+    }
+}
