@@ -8,8 +8,8 @@ ISAS := generic avx2 avx512
 test: model
 	cargo test --locked
 	@for isa in $(ISAS); do \
-	  echo "== kernels and GEMM with RINFER_ISA=$$isa"; \
-	  RINFER_ISA=$$isa cargo test --locked -q --test kernels --test gemm || exit 1; \
+	  echo "== kernels, GEMM and parity with RINFER_ISA=$$isa"; \
+	  RINFER_ISA=$$isa cargo test --locked -q --test kernels --test gemm --test parity || exit 1; \
 	done
 
 ## make serve: serve the default model (all-MiniLM-L6-v2).
