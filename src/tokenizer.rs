@@ -117,7 +117,9 @@ impl Tokenizer {
         } else {
             &self.whole
         };
-        let encodings = tk.encode_batch_fast(inputs, true).map_err(tok_err)?;
+        // On rinfer's pool, so `RINFER_NUM_THREADS` bounds tokenization too.
+        let encodings = crate::kernels::threads::install(|| tk.encode_batch_fast(inputs, true))
+            .map_err(tok_err)?;
         let total: usize = encodings.iter().map(|e| e.len()).sum();
         let mut out = Encoded {
             ids: Vec::with_capacity(total),

@@ -1,0 +1,70 @@
+//! Times an embedding model on prepared token-id cases and prints one JSON line per
+//! case; used by `benches/peers/model_peers.py` to put rinfer beside PyTorch and
+//! ONNX Runtime on the same ids in one run.
+//!
+//! usage: model_timing MODEL_DIR CASES_JSON REPS
+//!   MODEL_DIR   sentence-transformers folder
+//!   CASES_JSON  {"cases": [{"name": .., "ids": [[..], ..]}], "texts": [..]}
+//!   REPS        timed repetitions per case (median reported), after one warm-up
+//! Threads: RINFER_NUM_THREADS. Besides the cases it times tokenization alone and
+//! end to end (strings in, vectors out) on "texts".
+
+use std::time::Instant;
+
+use rinfer::{EncodeOptions, Embedder};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 3 {
+        eprintln!("usage: model_timing MODEL_DIR CASES_JSON REPS");
+        std::process::exit(2);
+    }
+    let reps: usize = args[2].parse().unwrap_or(10).max(1);
+    let model = Embedder::load(&args[0]).unwrap_or_else(|e| {
+        eprintln!("cannot load model: {e}");
+        std::process::exit(1)
+    });
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&args[1]).expect("cases file")).expect("JSON");
+    let opts = EncodeOptions {
+        batch_size: 1 << 20,
+        ..Default::default()
+    };
+    for case in spec["cases"].as_array().expect("cases") {
+        let ids: Vec<Vec<u32>> = serde_json::from_value(case["ids"].clone()).expect("ids");
+        let secs = time(reps, || {
+            model.encode_ids(&ids, &opts).expect("encode");
+        });
+        println!(
+            "{{\"case\":{},\"seconds\":{secs:.6e}}}",
+            serde_json::to_string(&case["name"]).unwrap()
+        );
+    }
+    let texts: Vec<String> = serde_json::from_value(spec["texts"].clone()).expect("texts");
+    let tok = time(reps, || {
+        model.tokenizer().encode(&texts, true).expect("tokenize");
+    });
+    println!("{{\"case\":\"tokenize\",\"seconds\":{tok:.6e}}}");
+    let e2e = time(reps, || {
+        model.encode_with(&texts, &opts).expect("encode");
+    });
+    println!("{{\"case\":\"end_to_end\",\"seconds\":{e2e:.6e}}}");
+}
