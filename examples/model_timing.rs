@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use rinfer::{EncodeOptions, Embedder};
+use rinfer::{Embedder, EncodeOptions};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -43,7 +43,8 @@ fn main() {
         std::process::exit(1)
     });
     let spec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&args[1]).expect("cases file")).expect("JSON");
+        serde_json::from_str(&std::fs::read_to_string(&args[1]).expect("cases file"))
+            .expect("JSON");
     let opts = EncodeOptions {
         batch_size: 1 << 20,
         ..Default::default()

@@ -27,7 +27,11 @@ pub fn exp(x: f32) -> f32 {
     y = y * r + 1.666_666_5e-1;
     y = y * r + 0.5;
     y = y * z + r + 1.0;
-    let pow2 = f32::from_bits(((fx as i32 + 127) as u32) << 23);
+    // 2^fx through the exponent bits; fx is a whole number in [-126, 127]. Adding
+    // 1.5 * 2^23 puts it in the low mantissa bits (no float-to-int cast, which would
+    // not vectorise because of its saturation rules).
+    let n = (fx + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let pow2 = f32::from_bits(n.wrapping_add(127) << 23);
     y * pow2
 }
 

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 const KC_MAX: usize = 512;
 /// Bytes of packed B one pass sweeps per A micro-panel: kept in L2.
 const B_BLOCK_BYTES: usize = 384 * 1024;
+/// Bytes of packed A (a band of rows, one K slice) reused across column groups.
+const A_BLOCK_BYTES: usize = 256 * 1024;
 /// Align packed panels to a cache line.
 const ALIGN_FLOATS: usize = 16;
 
@@ -266,39 +268,54 @@ fn compute(job: &Job, c: &mut [f32], ldc: usize) {
     }
     let kc_max = k.div_ceil(k.div_ceil(KC_MAX));
     let group = (B_BLOCK_BYTES / (kc_max * nr * 4)).max(1);
-    let mut apack = vec![0.0f32; mr * kc_max];
+    // A band of rows is packed once per K slice and reused for every column group.
+    let band = (A_BLOCK_BYTES / (kc_max * 4) / mr).max(1) * mr;
+    let mut apack = vec![0.0f32; band.min(job.rows.div_ceil(mr) * mr) * kc_max];
     let mut k0 = 0;
     while k0 < k {
         let kc = kc_max.min(k - k0);
         let last = k0 + kc == k;
-        let mut g0 = job.p0;
-        while g0 < job.p1 {
-            let g1 = (g0 + group).min(job.p1);
-            let mut r0 = 0;
-            while r0 < job.rows {
-                let rows = mr.min(job.rows - r0);
-                pack_a(job.a, k, r0, rows, k0, kc, mr, &mut apack);
-                for p in g0..g1 {
-                    let col = p * nr;
-                    let cols = nr.min(n - col);
-                    let start = r0 * ldc + (col - col0);
-                    (kern.microkernel)(
-                        kc,
-                        &apack,
-                        job.b.panel(p, k0, kc),
-                        &mut c[start..],
-                        ldc,
-                        rows,
-                        cols,
-                        k0 > 0,
-                    );
-                }
-                if last {
-                    epilogue(job, c, ldc, r0, r0 + rows, g0 * nr, (g1 * nr).min(n));
-                }
+        let mut b0 = 0;
+        while b0 < job.rows {
+            let b1 = (b0 + band).min(job.rows);
+            let mut r0 = b0;
+            while r0 < b1 {
+                let rows = mr.min(b1 - r0);
+                let at = (r0 - b0) * kc;
+                pack_a(job.a, k, r0, rows, k0, kc, mr, &mut apack[at..at + mr * kc]);
                 r0 += rows;
             }
-            g0 = g1;
+            let mut g0 = job.p0;
+            while g0 < job.p1 {
+                let g1 = (g0 + group).min(job.p1);
+                let mut r0 = b0;
+                while r0 < b1 {
+                    let rows = mr.min(b1 - r0);
+                    let at = (r0 - b0) * kc;
+                    let ap = &apack[at..at + mr * kc];
+                    for p in g0..g1 {
+                        let col = p * nr;
+                        let cols = nr.min(n - col);
+                        let start = r0 * ldc + (col - col0);
+                        (kern.microkernel)(
+                            kc,
+                            ap,
+                            job.b.panel(p, k0, kc),
+                            &mut c[start..],
+                            ldc,
+                            rows,
+                            cols,
+                            k0 > 0,
+                        );
+                    }
+                    r0 += rows;
+                }
+                if last {
+                    epilogue(job, c, ldc, b0, b1, g0 * nr, (g1 * nr).min(n));
+                }
+                g0 = g1;
+            }
+            b0 = b1;
         }
         k0 += kc;
     }
@@ -317,11 +334,20 @@ fn pack_a(
     mr: usize,
     out: &mut [f32],
 ) {
-    for i in 0..rows {
-        let src = &a[(r0 + i) * lda + k0..(r0 + i) * lda + k0 + kc];
-        for (p, v) in src.iter().enumerate() {
-            out[p * mr + i] = *v;
+    // Eight rows at a time: reads stay sequential per row, writes fill whole groups.
+    let mut i = 0;
+    while i < rows {
+        let take = (rows - i).min(8);
+        let src: [&[f32]; 8] = std::array::from_fn(|j| {
+            let r = r0 + i + j.min(take - 1);
+            &a[r * lda + k0..r * lda + k0 + kc]
+        });
+        for (p, dst) in out.chunks_exact_mut(mr).take(kc).enumerate() {
+            for (j, d) in dst[i..i + take].iter_mut().enumerate() {
+                *d = src[j][p];
+            }
         }
+        i += take;
     }
 }
 
