@@ -2,15 +2,30 @@
 SHELL := /bin/bash
 ISAS := generic avx2 avx512
 
-.PHONY: test serve model lint bench bench-peers fmt
+.PHONY: test serve model lint bench bench-peers bench-model fmt python
 
-## make test: fetch the model, then every test (Rust, each forced ISA path).
-test: model
+VENV := .venv
+PY := $(VENV)/bin/python
+
+## make test: fetch the model, then every test: Rust (and again under each forced
+## ISA path), the Python extension's pytest suite, and the stub check.
+test: model python
 	cargo test --locked
 	@for isa in $(ISAS); do \
 	  echo "== kernels, GEMM and parity with RINFER_ISA=$$isa"; \
 	  RINFER_ISA=$$isa cargo test --locked -q --test kernels --test gemm --test parity || exit 1; \
 	done
+	$(PY) -m pytest tests/python -q
+	$(PY) -m mypy.stubtest rinfer._rinfer
+
+## make python: the virtualenv (pinned tools) with the extension built in release mode.
+python: $(VENV)/.installed
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH maturin develop --locked --release -q
+
+$(VENV)/.installed: requirements-dev.txt
+	[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
 
 ## make serve: serve the default model (all-MiniLM-L6-v2).
 serve: model
@@ -22,9 +37,12 @@ model:
 	./scripts/fetch_model.sh
 
 ## make lint: formatting and clippy, warnings are errors.
-lint:
+lint: $(VENV)/.installed
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests/python benches scripts
+	$(VENV)/bin/ruff format --check python tests/python benches scripts
 
 fmt:
 	cargo fmt --all
@@ -36,3 +54,7 @@ bench:
 ## make bench-peers: rinfer GEMM vs numpy (OpenBLAS) and PyTorch, same run.
 bench-peers:
 	./benches/peers/gemm_peers.sh
+
+## make bench-model: all-MiniLM-L6-v2, rinfer vs PyTorch and ONNX Runtime, same run.
+bench-model:
+	./benches/peers/model_peers.sh

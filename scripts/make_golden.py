@@ -129,12 +129,66 @@ def minilm() -> None:
     print(f"minilm: {len(TEXTS)} texts, max tokens {max(map(len, ids))}")
 
 
-WORDS = (
-    "the a an is are was of and to in on for with at by from that this it as be "
-    "cat dog man woman fox city house car tree water fire light night day time "
-    "quick brown lazy jumps over runs sits rust python model text vector "
-    "good bad new old big small hello world question answer"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "an",
+    "is",
+    "are",
+    "was",
+    "of",
+    "and",
+    "to",
+    "in",
+    "on",
+    "for",
+    "with",
+    "at",
+    "by",
+    "from",
+    "that",
+    "this",
+    "it",
+    "as",
+    "be",
+    "cat",
+    "dog",
+    "man",
+    "woman",
+    "fox",
+    "city",
+    "house",
+    "car",
+    "tree",
+    "water",
+    "fire",
+    "light",
+    "night",
+    "day",
+    "time",
+    "quick",
+    "brown",
+    "lazy",
+    "jumps",
+    "over",
+    "runs",
+    "sits",
+    "rust",
+    "python",
+    "model",
+    "text",
+    "vector",
+    "good",
+    "bad",
+    "new",
+    "old",
+    "big",
+    "small",
+    "hello",
+    "world",
+    "question",
+    "answer",
+]
 
 
 def tiny_tokenizer(path: pathlib.Path) -> Tokenizer:
@@ -180,8 +234,14 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(mode)
 
 
-def save_folder(d: pathlib.Path, model, tok_path: pathlib.Path, pooling: str | None, normalize: bool,
-                dtype: torch.dtype = torch.float32) -> None:
+def save_folder(
+    d: pathlib.Path,
+    model,
+    tok_path: pathlib.Path,
+    pooling: str | None,
+    normalize: bool,
+    dtype: torch.dtype = torch.float32,
+) -> None:
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
@@ -198,18 +258,28 @@ def save_folder(d: pathlib.Path, model, tok_path: pathlib.Path, pooling: str | N
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         ]
         if normalize:
-            mods.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                         "type": "sentence_transformers.models.Normalize"})
+            mods.append(
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                }
+            )
         (d / "modules.json").write_text(json.dumps(mods, indent=1))
         (d / "1_Pooling").mkdir()
         h = model.config.hidden_size
-        (d / "1_Pooling" / "config.json").write_text(json.dumps({
-            "word_embedding_dimension": h,
-            "pooling_mode_cls_token": pooling == "cls",
-            "pooling_mode_mean_tokens": pooling == "mean",
-            "pooling_mode_max_tokens": pooling == "max",
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        }))
+        (d / "1_Pooling" / "config.json").write_text(
+            json.dumps(
+                {
+                    "word_embedding_dimension": h,
+                    "pooling_mode_cls_token": pooling == "cls",
+                    "pooling_mode_mean_tokens": pooling == "mean",
+                    "pooling_mode_max_tokens": pooling == "max",
+                    "pooling_mode_mean_sqrt_len_tokens": False,
+                }
+            )
+        )
 
 
 def tiny_models() -> None:
@@ -243,9 +313,17 @@ def tiny_models() -> None:
     ]
     for i, (name, h, heads, layers, inter, act, pooling, normalize, dtype) in enumerate(specs):
         torch.manual_seed(100 + i)
-        cfg = BertConfig(vocab_size=vocab, hidden_size=h, num_attention_heads=heads, num_hidden_layers=layers,
-                         intermediate_size=inter, hidden_act=act, max_position_embeddings=64,
-                         initializer_range=0.2, type_vocab_size=2)
+        cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=h,
+            num_attention_heads=heads,
+            num_hidden_layers=layers,
+            intermediate_size=inter,
+            hidden_act=act,
+            max_position_embeddings=64,
+            initializer_range=0.2,
+            type_vocab_size=2,
+        )
         model = BertModel(cfg, add_pooling_layer=False).eval()
         # The stored dtype is what rinfer reads: compute the golden from the same rounding.
         with torch.no_grad():
@@ -259,19 +337,37 @@ def tiny_models() -> None:
                 vec = torch.nn.functional.normalize(vec, p=2, dim=1)
         d = TINY / name
         save_folder(d, model, tmp, pooling, normalize, dtype)
-        (d / "golden.json").write_text(json.dumps({
-            "texts": TINY_TEXTS, "ids": ids, "dim": h, "pooling": pooling, "normalize": normalize,
-            "embeddings_f32_b64": f32_b64(vec.numpy()),
-        }))
+        (d / "golden.json").write_text(
+            json.dumps(
+                {
+                    "texts": TINY_TEXTS,
+                    "ids": ids,
+                    "dim": h,
+                    "pooling": pooling,
+                    "normalize": normalize,
+                    "embeddings_f32_b64": f32_b64(vec.numpy()),
+                }
+            )
+        )
         print(f"{name}: vocab {vocab}, hidden {h}, {layers} layers, {act}, {pooling}, {dtype}")
 
     # Sequence classification: 3 labels, and a one-logit cross-encoder over pairs.
-    for j, (name, labels) in enumerate([("classifier", ["negative", "neutral", "positive"]), ("reranker", None)]):
+    for j, (name, labels) in enumerate(
+        [("classifier", ["negative", "neutral", "positive"]), ("reranker", None)]
+    ):
         torch.manual_seed(200 + j)
         n = 3 if labels else 1
-        cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_attention_heads=2, num_hidden_layers=2,
-                         intermediate_size=50, hidden_act="gelu", max_position_embeddings=64,
-                         initializer_range=0.2, num_labels=n)
+        cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            intermediate_size=50,
+            hidden_act="gelu",
+            max_position_embeddings=64,
+            initializer_range=0.2,
+            num_labels=n,
+        )
         if labels:
             cfg.id2label = dict(enumerate(labels))
             cfg.label2id = {v: k for k, v in cfg.id2label.items()}
@@ -288,11 +384,18 @@ def tiny_models() -> None:
             logits = model(input_ids=t, token_type_ids=tt, attention_mask=mask).logits
         d = TINY / name
         save_folder(d, model, tmp, None, False)
-        (d / "golden.json").write_text(json.dumps({
-            "texts": TINY_TEXTS, "query": query, "ids": id_lists,
-            "type_ids": [e.type_ids for e in encs_l], "labels": labels,
-            "logits": logits.numpy().astype(float).tolist(),
-        }))
+        (d / "golden.json").write_text(
+            json.dumps(
+                {
+                    "texts": TINY_TEXTS,
+                    "query": query,
+                    "ids": id_lists,
+                    "type_ids": [e.type_ids for e in encs_l],
+                    "labels": labels,
+                    "logits": logits.numpy().astype(float).tolist(),
+                }
+            )
+        )
         print(f"{name}: {n} logits")
     tmp.unlink()
 

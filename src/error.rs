@@ -104,6 +104,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The request queue is full: retry later.
+    #[error("overloaded: {queued} requests queued (capacity {capacity}); retry later")]
+    Overloaded {
+        /// Requests waiting.
+        queued: usize,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+
+    /// The batcher was shut down before the request ran.
+    #[error("the batcher is shut down")]
+    ShutDown,
+
     /// The thread pool could not be built.
     #[error("thread pool: {0}")]
     ThreadPool(String),

@@ -18,6 +18,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod batcher;
 pub mod engine;
 pub mod error;
 pub mod kernels;

@@ -39,7 +39,9 @@ def median_time(fn, reps: int) -> float:
 def rinfer_gflops(binary: str, m: int, k: int, n: int, threads: int, reps: int) -> float:
     out = subprocess.run(
         [binary, str(m), str(k), str(n), str(threads), str(reps)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)["gflops"]
 
@@ -53,7 +55,10 @@ def main() -> None:
     args = ap.parse_args()
 
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    print("numpy BLAS:", ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in blas))
+    print(
+        "numpy BLAS:",
+        ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in blas),
+    )
     print("torch:", torch.__version__, "| OPENBLAS_CORETYPE:", os.environ.get("OPENBLAS_CORETYPE", "(unset)"))
     rows = []
     m = args.m
@@ -64,27 +69,37 @@ def main() -> None:
             a = np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)
             b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
             with threadpool_limits(limits=threads, user_api="blas"):
-                t_np = median_time(lambda: a @ b, args.reps)
+                t_np = median_time(lambda a=a, b=b: a @ b, args.reps)
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             with torch.inference_mode():
-                t_pt = median_time(lambda: torch.matmul(ta, tb), args.reps)
+                t_pt = median_time(lambda ta=ta, tb=tb: torch.matmul(ta, tb), args.reps)
             r = rinfer_gflops(args.binary, m, k, n, threads, args.reps)
             row = {
-                "shape": f"{m}x{k}x{n}", "threads": threads, "rinfer": r,
-                "numpy": flops / t_np / 1e9, "torch": flops / t_pt / 1e9,
+                "shape": f"{m}x{k}x{n}",
+                "threads": threads,
+                "rinfer": r,
+                "numpy": flops / t_np / 1e9,
+                "torch": flops / t_pt / 1e9,
             }
             rows.append(row)
-            print(f"{row['shape']:>15} t={threads}  rinfer {r:7.1f}  numpy {row['numpy']:7.1f}  "
-                  f"torch {row['torch']:7.1f} GFLOP/s   rinfer/numpy {r / row['numpy']:.2f}  "
-                  f"rinfer/torch {r / row['torch']:.2f}", flush=True)
+            print(
+                f"{row['shape']:>15} t={threads}  rinfer {r:7.1f}  numpy {row['numpy']:7.1f}  "
+                f"torch {row['torch']:7.1f} GFLOP/s   rinfer/numpy {r / row['numpy']:.2f}  "
+                f"rinfer/torch {r / row['torch']:.2f}",
+                flush=True,
+            )
     print("\n| shape | threads | rinfer GFLOP/s | numpy (OpenBLAS) | PyTorch | rinfer/numpy | rinfer/torch |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['shape']} | {r['threads']} | {r['rinfer']:.1f} | {r['numpy']:.1f} | {r['torch']:.1f} "
-              f"| {r['rinfer'] / r['numpy']:.2f} | {r['rinfer'] / r['torch']:.2f} |")
+        print(
+            f"| {r['shape']} | {r['threads']} | {r['rinfer']:.1f} | {r['numpy']:.1f} | {r['torch']:.1f} "
+            f"| {r['rinfer'] / r['numpy']:.2f} | {r['rinfer'] / r['torch']:.2f} |"
+        )
     one = {r["shape"]: r["rinfer"] for r in rows if r["threads"] == 1}
-    print("\nrinfer 2-thread / 1-thread: " + ", ".join(
-        f"{r['shape']} {r['rinfer'] / one[r['shape']]:.2f}x" for r in rows if r["threads"] == 2))
+    print(
+        "\nrinfer 2-thread / 1-thread: "
+        + ", ".join(f"{r['shape']} {r['rinfer'] / one[r['shape']]:.2f}x" for r in rows if r["threads"] == 2)
+    )
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

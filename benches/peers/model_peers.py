@@ -34,9 +34,14 @@ def make_cases(rng: np.random.Generator) -> list[dict]:
     def seq(n: int) -> list[int]:
         return [CLS] + rng.integers(1996, 29000, n - 2).tolist() + [SEP]
 
-    mixed = np.concatenate([
-        rng.integers(8, 33, 44), rng.integers(33, 97, 12), rng.integers(97, 200, 5), rng.integers(230, 257, 3),
-    ])
+    mixed = np.concatenate(
+        [
+            rng.integers(8, 33, 44),
+            rng.integers(33, 97, 12),
+            rng.integers(97, 200, 5),
+            rng.integers(230, 257, 3),
+        ]
+    )
     rng.shuffle(mixed)
     return [
         {"name": "1x10", "ids": [seq(10)]},
@@ -76,19 +81,26 @@ def export_onnx(st: SentenceTransformer, path: pathlib.Path) -> None:
             self.bert = bert
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
+            return self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     # A padded example, so that tracing keeps the attention-mask path.
     x = torch.tensor([[CLS, 2023, 2003, SEP], [CLS, 2023, SEP, 0]])
     mask = (x != 0).long()
     with torch.no_grad():
         torch.onnx.export(
-        Encoder(), (x, mask, torch.zeros_like(x)), str(path),
-        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
-        dynamic_axes={k: {0: "batch", 1: "seq"} for k in ["input_ids", "attention_mask", "token_type_ids",
-                                                          "last_hidden_state"]},
-        opset_version=17, dynamo=False,
+            Encoder(),
+            (x, mask, torch.zeros_like(x)),
+            str(path),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={
+                k: {0: "batch", 1: "seq"}
+                for k in ["input_ids", "attention_mask", "token_type_ids", "last_hidden_state"]
+            },
+            opset_version=17,
+            dynamo=False,
         )
 
 
@@ -121,10 +133,17 @@ def main() -> None:
     ids = cases[-1]["ids"]
     x, m = padded(ids)
     with torch.inference_mode():
-        ref = st({"input_ids": torch.from_numpy(x), "attention_mask": torch.from_numpy(m),
-                  "token_type_ids": torch.zeros_like(torch.from_numpy(x))})["sentence_embedding"].numpy()
-    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, cases: "
-          + ", ".join(f"{c['name']} ({sum(map(len, c['ids']))} tokens)" for c in cases))
+        ref = st(
+            {
+                "input_ids": torch.from_numpy(x),
+                "attention_mask": torch.from_numpy(m),
+                "token_type_ids": torch.zeros_like(torch.from_numpy(x)),
+            }
+        )["sentence_embedding"].numpy()
+    print(
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, cases: "
+        + ", ".join(f"{c['name']} ({sum(map(len, c['ids']))} tokens)" for c in cases)
+    )
 
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -138,43 +157,80 @@ def main() -> None:
         assert np.abs(mean_pool_normalize(out, m) - ref).max() < 1e-4, "ONNX Runtime disagrees with PyTorch"
 
         env = dict(os.environ, RINFER_NUM_THREADS=str(threads))
-        res = subprocess.run([args.binary, args.model, str(cases_path), str(args.reps)], env=env,
-                             check=True, capture_output=True, text=True).stdout
+        res = subprocess.run(
+            [args.binary, args.model, str(cases_path), str(args.reps)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         rinfer = {j["case"]: j["seconds"] for j in map(json.loads, res.splitlines())}
 
         for c in cases:
             x_c, m_c = padded(c["ids"])
-            feats = {"input_ids": torch.from_numpy(x_c), "attention_mask": torch.from_numpy(m_c),
-                     "token_type_ids": torch.zeros_like(torch.from_numpy(x_c))}
+            feats = {
+                "input_ids": torch.from_numpy(x_c),
+                "attention_mask": torch.from_numpy(m_c),
+                "token_type_ids": torch.zeros_like(torch.from_numpy(x_c)),
+            }
             with torch.inference_mode():
-                t_pt = median_time(lambda: st(feats)["sentence_embedding"], args.reps)
+                t_pt = median_time(lambda feats=feats: st(feats)["sentence_embedding"], args.reps)
             feed = {"input_ids": x_c, "attention_mask": m_c, "token_type_ids": np.zeros_like(x_c)}
-            t_ort = median_time(lambda: mean_pool_normalize(sess.run(None, feed)[0], m_c), args.reps)
-            rows.append({"case": c["name"], "threads": threads, "sentences": len(c["ids"]),
-                         "tokens": sum(map(len, c["ids"])), "rinfer": rinfer[c["name"]], "torch": t_pt,
-                         "onnxruntime": t_ort})
+            t_ort = median_time(
+                lambda feed=feed, m_c=m_c, sess=sess: mean_pool_normalize(sess.run(None, feed)[0], m_c),
+                args.reps,
+            )
+            rows.append(
+                {
+                    "case": c["name"],
+                    "threads": threads,
+                    "sentences": len(c["ids"]),
+                    "tokens": sum(map(len, c["ids"])),
+                    "rinfer": rinfer[c["name"]],
+                    "torch": t_pt,
+                    "onnxruntime": t_ort,
+                }
+            )
         # Tokenization alone and end to end on the parity texts.
         tok = st.tokenizer
-        t_tok = median_time(lambda: tok(texts, truncation=True, max_length=256, padding=True), args.reps)
+        t_tok = median_time(
+            lambda tok=tok: tok(texts, truncation=True, max_length=256, padding=True), args.reps
+        )
         t_e2e = median_time(lambda: st.encode(texts, batch_size=len(texts)), args.reps)
         ntok = sum(len(t) for t in st.tokenize(texts)["input_ids"])
         for name, peer in (("tokenize", t_tok), ("end_to_end", t_e2e)):
-            rows.append({"case": f"{name} ({len(texts)} texts)", "threads": threads, "sentences": len(texts),
-                         "tokens": ntok, "rinfer": rinfer[name], "torch": peer, "onnxruntime": None})
-        for r in rows[-len(cases) - 2:]:
+            rows.append(
+                {
+                    "case": f"{name} ({len(texts)} texts)",
+                    "threads": threads,
+                    "sentences": len(texts),
+                    "tokens": ntok,
+                    "rinfer": rinfer[name],
+                    "torch": peer,
+                    "onnxruntime": None,
+                }
+            )
+        for r in rows[-len(cases) - 2 :]:
             best = min(t for t in (r["torch"], r["onnxruntime"]) if t)
             ort_ms = "-" if r["onnxruntime"] is None else f"{r['onnxruntime'] * 1e3:.2f}"
-            print(f"t={threads} {r['case']:>24}: rinfer {r['rinfer'] * 1e3:8.2f} ms  torch {r['torch'] * 1e3:8.2f} ms  "
-                  f"ort {ort_ms} ms  speed-up vs best peer {best / r['rinfer']:.2f}x", flush=True)
+            print(
+                f"t={threads} {r['case']:>24}: rinfer {r['rinfer'] * 1e3:8.2f} ms  torch {r['torch'] * 1e3:8.2f} ms  "
+                f"ort {ort_ms} ms  speed-up vs best peer {best / r['rinfer']:.2f}x",
+                flush=True,
+            )
 
-    print("\n| case | threads | rinfer sent/s | rinfer tok/s | rinfer median ms | PyTorch ms | ONNX Runtime ms "
-          "| rinfer / best peer (throughput) |")
+    print(
+        "\n| case | threads | rinfer sent/s | rinfer tok/s | rinfer median ms | PyTorch ms | ONNX Runtime ms "
+        "| rinfer / best peer (throughput) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         best = min(t for t in (r["torch"], r["onnxruntime"]) if t)
         ort_ms = "-" if r["onnxruntime"] is None else f"{r['onnxruntime'] * 1e3:.2f}"
-        print(f"| {r['case']} | {r['threads']} | {r['sentences'] / r['rinfer']:.0f} | {r['tokens'] / r['rinfer']:.0f} "
-              f"| {r['rinfer'] * 1e3:.2f} | {r['torch'] * 1e3:.2f} | {ort_ms} | {best / r['rinfer']:.2f} |")
+        print(
+            f"| {r['case']} | {r['threads']} | {r['sentences'] / r['rinfer']:.0f} | {r['tokens'] / r['rinfer']:.0f} "
+            f"| {r['rinfer'] * 1e3:.2f} | {r['torch'] * 1e3:.2f} | {ort_ms} | {best / r['rinfer']:.2f} |"
+        )
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +246,9 @@ def main() -> None:
         sub = [r for r in rows if r["threads"] == threads]
         xs = np.arange(len(sub))
         for i, peer in enumerate(("rinfer", "torch", "onnxruntime")):
-            ax.bar(xs + (i - 1) * 0.27, [r["tokens"] / r[peer] if r[peer] else 0 for r in sub], 0.27, label=peer)
+            ax.bar(
+                xs + (i - 1) * 0.27, [r["tokens"] / r[peer] if r[peer] else 0 for r in sub], 0.27, label=peer
+            )
         ax.set_xticks(xs, [r["case"] for r in sub], rotation=20, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("tokens/s (median, log)")

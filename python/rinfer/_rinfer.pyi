@@ -1,5 +1,29 @@
-from typing import TypedDict
+"""Type stubs of the compiled extension `rinfer._rinfer`."""
 
+import os
+from collections.abc import Sequence
+from typing import Any, TypedDict, final, type_check_only
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+__all__ = [
+    "Classifier",
+    "Embedder",
+    "InvalidInputError",
+    "ModelLoadError",
+    "OverloadedError",
+    "Reranker",
+    "RinferError",
+    "UnsupportedError",
+    "__version__",
+    "_resolve",
+    "build_info",
+    "set_num_threads",
+]
+
+@type_check_only
 class BuildInfo(TypedDict):
     version: str
     isa: str
@@ -7,6 +31,103 @@ class BuildInfo(TypedDict):
     threads: int
     features: list[str]
 
-__version__: str
+@type_check_only
+class ModelInfo(TypedDict):
+    path: str
+    hidden_size: int
+    layers: int
+    dim: int
+    max_seq_length: int
+    dtype: str
+    isa: str
+    threads: int
+
+@type_check_only
+class BatcherStats(TypedDict):
+    batches: int
+    requests: int
+    texts: int
+    tokens: int
+    rejected: int
+    queued: int
+
+class RinferError(Exception): ...
+class ModelLoadError(RinferError): ...
+class InvalidInputError(RinferError): ...
+class OverloadedError(RinferError): ...
+class UnsupportedError(RinferError): ...
 
 def build_info() -> BuildInfo: ...
+def set_num_threads(n: int) -> None: ...
+def _resolve(fut: Any, value: Any, failed: bool) -> None: ...
+
+@final
+class Embedder:
+    @staticmethod
+    def load(
+        path: str | os.PathLike[str],
+        *,
+        dtype: str | None = None,
+        threads: int | None = None,
+        max_batch_tokens: int = 16384,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 4096,
+    ) -> Embedder: ...
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = 128,
+        normalize: bool | None = None,
+        truncate: bool = True,
+    ) -> npt.NDArray[np.float32]: ...
+    def encode_ids(
+        self,
+        ids: Sequence[npt.NDArray[np.integer[Any]] | Sequence[int]],
+        *,
+        batch_size: int = 128,
+        normalize: bool | None = None,
+    ) -> npt.NDArray[np.float32]: ...
+    def tokenize(
+        self, texts: str | Sequence[str], *, truncate: bool = True
+    ) -> list[npt.NDArray[np.uint32]]: ...
+    def aencode(
+        self, texts: str | Sequence[str], *, normalize: bool | None = None, truncate: bool = True
+    ) -> Any: ...
+    def encode_batched(
+        self, texts: str | Sequence[str], *, normalize: bool | None = None, truncate: bool = True
+    ) -> npt.NDArray[np.float32]: ...
+    def batcher_stats(self) -> BatcherStats: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def max_seq_length(self) -> int: ...
+    @property
+    def normalizes(self) -> bool: ...
+    @property
+    def model_info(self) -> ModelInfo: ...
+
+@final
+class Classifier:
+    @staticmethod
+    def load(
+        path: str | os.PathLike[str], *, dtype: str | None = None, threads: int | None = None
+    ) -> Classifier: ...
+    def predict(self, texts: str | Sequence[str]) -> list[list[tuple[str, float]]]: ...
+    def logits(self, texts: str | Sequence[str], *, truncate: bool = True) -> npt.NDArray[np.float32]: ...
+    @property
+    def labels(self) -> list[str]: ...
+    @property
+    def model_info(self) -> ModelInfo: ...
+
+@final
+class Reranker:
+    @staticmethod
+    def load(
+        path: str | os.PathLike[str], *, dtype: str | None = None, threads: int | None = None
+    ) -> Reranker: ...
+    def rerank(
+        self, query: str, passages: Sequence[str], top_k: int | None = None
+    ) -> list[tuple[int, float]]: ...
+    @property
+    def model_info(self) -> ModelInfo: ...

@@ -1,5 +1,8 @@
 //! Python bindings (feature `python`), built by maturin as `rinfer._rinfer`.
 
+mod classes;
+mod errors;
+
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -22,9 +25,41 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// `rinfer.set_num_threads(n)`: resize the compute pool.
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<()> {
+    if n == 0 {
+        return Err(errors::to_py(crate::Error::InvalidInput(
+            "n must be positive".into(),
+        )));
+    }
+    crate::kernels::threads::set_num_threads(n);
+    Ok(())
+}
+
+/// Completes an asyncio future on its loop's thread, unless it was cancelled.
+#[pyfunction]
+fn _resolve(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, failed: bool) -> PyResult<()> {
+    if fut.call_method0("done")?.extract::<bool>()? {
+        return Ok(());
+    }
+    if failed {
+        fut.call_method1("set_exception", (value,))?;
+    } else {
+        fut.call_method1("set_result", (value,))?;
+    }
+    Ok(())
+}
+
 #[pymodule]
 fn _rinfer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(_resolve, m)?)?;
+    m.add_class::<classes::PyEmbedder>()?;
+    m.add_class::<classes::PyClassifier>()?;
+    m.add_class::<classes::PyReranker>()?;
+    errors::register(m)?;
     Ok(())
 }

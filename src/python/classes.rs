@@ -1,0 +1,503 @@
+//! `Embedder`, `Classifier` and `Reranker` for Python: arguments are extracted with
+//! the GIL held, then the work runs with it released; outputs are numpy arrays that
+//! take over the Rust buffers (no copy, no lists).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ndarray::{Array1, Array2};
+use numpy::{IntoPyArray, PyReadonlyArray1};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::errors::{to_py, RinferError};
+use crate::batcher::{Batcher, BatcherConfig};
+use crate::engine::{Classifier, Embedder, EncodeOptions, ModelInfo, Reranker};
+use crate::error::Error;
+
+/// Texts from a `str` (single = true) or a sequence of `str`.
+fn texts_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<String>, bool)> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok((vec![s.to_str()?.to_owned()], true));
+    }
+    let err = || PyTypeError::new_err(format!("`{name}` must be a str or a sequence of str"));
+    let iter = obj.try_iter().map_err(|_| err())?;
+    let mut out = Vec::new();
+    for item in iter {
+        let item = item?;
+        let s = item.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "`{name}` must contain only str, found {}",
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        out.push(s.to_str()?.to_owned());
+    }
+    Ok((out, false))
+}
+
+/// Runs `f` without the GIL; a panic becomes a `RinferError` instead of a crash.
+fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<T> {
+    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+        .map_err(|_| {
+            RinferError::new_err("internal error: the engine panicked (a bug; please report it)")
+        })?
+        .map_err(to_py)
+}
+
+fn rows_to_py(py: Python<'_>, arr: Array2<f32>, single: bool) -> Bound<'_, PyAny> {
+    if single {
+        let (v, _) = arr.into_raw_vec_and_offset();
+        Array1::from_vec(v).into_pyarray(py).into_any()
+    } else {
+        arr.into_pyarray(py).into_any()
+    }
+}
+
+fn info_dict<'py>(py: Python<'py>, info: &ModelInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("path", info.path.display().to_string())?;
+    d.set_item("hidden_size", info.hidden_size)?;
+    d.set_item("layers", info.layers)?;
+    d.set_item("dim", info.dim)?;
+    d.set_item("max_seq_length", info.max_seq_length)?;
+    d.set_item("dtype", info.dtype)?;
+    d.set_item("isa", info.isa)?;
+    d.set_item("threads", crate::kernels::threads::num_threads())?;
+    Ok(d)
+}
+
+fn check_dtype(dtype: Option<&str>) -> PyResult<()> {
+    match dtype {
+        None | Some("f32") | Some("float32") => Ok(()),
+        Some(other) => Err(to_py(Error::InvalidInput(format!(
+            "dtype `{other}` is not available (supported: f32)"
+        )))),
+    }
+}
+
+fn set_threads(threads: Option<usize>) -> PyResult<()> {
+    match threads {
+        Some(0) => Err(to_py(Error::InvalidInput(
+            "threads must be positive".into(),
+        ))),
+        Some(n) => {
+            crate::kernels::threads::set_num_threads(n);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// A sentence-embedding model. Thread-safe: share one between threads.
+#[pyclass(name = "Embedder", module = "rinfer._rinfer", frozen)]
+pub struct PyEmbedder {
+    inner: Arc<Embedder>,
+    cfg: BatcherConfig,
+    /// The batcher and the process that started its thread (rebuilt after fork).
+    batcher: Mutex<Option<(u32, Arc<Batcher>)>>,
+}
+
+impl PyEmbedder {
+    fn batcher(&self) -> PyResult<Arc<Batcher>> {
+        let mut b = self.batcher.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        if let Some((p, bat)) = b.as_ref() {
+            if *p == pid {
+                return Ok(bat.clone());
+            }
+        }
+        if let Some(old) = b.take() {
+            // Forked child: the parent's worker thread is not here; never join it.
+            std::mem::forget(old);
+        }
+        let bat = Arc::new(Batcher::new(self.inner.clone(), self.cfg.clone()).map_err(to_py)?);
+        *b = Some((pid, bat.clone()));
+        Ok(bat)
+    }
+}
+
+impl Drop for PyEmbedder {
+    fn drop(&mut self) {
+        let b = self
+            .batcher
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((pid, bat)) = b {
+            if pid != std::process::id() {
+                std::mem::forget(bat);
+                return;
+            }
+            // The worker may be waiting for the GIL to hand back a result: release it
+            // while joining.
+            Python::attach(|py| py.detach(move || drop(bat)));
+        }
+    }
+}
+
+#[pymethods]
+impl PyEmbedder {
+    /// Loads a model folder.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, max_batch_tokens=16384, max_wait_ms=2.0, max_queue=4096))]
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        dtype: Option<&str>,
+        threads: Option<usize>,
+        max_batch_tokens: usize,
+        max_wait_ms: f64,
+        max_queue: usize,
+    ) -> PyResult<Self> {
+        check_dtype(dtype)?;
+        set_threads(threads)?;
+        if !(max_wait_ms.is_finite() && max_wait_ms >= 0.0)
+            || max_batch_tokens == 0
+            || max_queue == 0
+        {
+            return Err(to_py(Error::InvalidInput(
+                "max_batch_tokens and max_queue must be positive, max_wait_ms finite and >= 0"
+                    .into(),
+            )));
+        }
+        let inner = detached(py, move || Embedder::load(&path))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            cfg: BatcherConfig {
+                max_batch_tokens,
+                max_wait: Duration::from_secs_f64(max_wait_ms / 1000.0),
+                max_queue,
+            },
+            batcher: Mutex::new(None),
+        })
+    }
+
+    /// Embeds texts: float32 array of shape (n, dim), or (dim,) for one str.
+    #[pyo3(signature = (texts, *, batch_size=128, normalize=None, truncate=true))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        batch_size: usize,
+        normalize: Option<bool>,
+        truncate: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (texts, single) = texts_arg(texts, "texts")?;
+        let opts = EncodeOptions {
+            normalize,
+            truncate,
+            batch_size,
+        };
+        let inner = self.inner.clone();
+        let arr = detached(py, move || inner.encode_with(&texts, &opts))?;
+        Ok(rows_to_py(py, arr, single))
+    }
+
+    /// Embeds token-id sequences (each a 1-D integer numpy array or a list of int).
+    #[pyo3(signature = (ids, *, batch_size=128, normalize=None))]
+    fn encode_ids<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+        batch_size: usize,
+        normalize: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut seqs: Vec<Vec<u32>> = Vec::new();
+        let bad = |i: usize| {
+            to_py(Error::InvalidInput(format!(
+                "ids[{i}] holds a token id outside 0..2^32"
+            )))
+        };
+        for (i, item) in ids
+            .try_iter()
+            .map_err(|_| PyTypeError::new_err("`ids` must be a sequence of sequences of int"))?
+            .enumerate()
+        {
+            let item = item?;
+            let seq: Vec<u32> = if let Ok(a) = item.extract::<PyReadonlyArray1<'_, u32>>() {
+                a.as_slice()
+                    .map(<[u32]>::to_vec)
+                    .unwrap_or_else(|_| a.as_array().to_vec())
+            } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i64>>() {
+                let v = a.as_array();
+                v.iter()
+                    .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
+                    .collect::<PyResult<_>>()?
+            } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i32>>() {
+                let v = a.as_array();
+                v.iter()
+                    .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
+                    .collect::<PyResult<_>>()?
+            } else if let Ok(v) = item.extract::<Vec<i64>>() {
+                v.into_iter()
+                    .map(|x| u32::try_from(x).map_err(|_| bad(i)))
+                    .collect::<PyResult<_>>()?
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "ids[{i}] must be a 1-D integer numpy array or a list of int"
+                )));
+            };
+            seqs.push(seq);
+        }
+        let opts = EncodeOptions {
+            normalize,
+            truncate: false,
+            batch_size,
+        };
+        let inner = self.inner.clone();
+        let arr = detached(py, move || inner.encode_ids(&seqs, &opts))?;
+        Ok(arr.into_pyarray(py).into_any())
+    }
+
+    /// Token ids of each text (special tokens included), as uint32 arrays.
+    #[pyo3(signature = (texts, *, truncate=true))]
+    fn tokenize<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        truncate: bool,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let (texts, _) = texts_arg(texts, "texts")?;
+        let inner = self.inner.clone();
+        let enc = detached(py, move || inner.tokenizer().encode(&texts, truncate))?;
+        Ok((0..enc.len())
+            .map(|i| enc.ids_of(i).to_vec().into_pyarray(py).into_any())
+            .collect())
+    }
+
+    /// Awaitable embedding through the in-process batcher: concurrent calls are
+    /// coalesced into one engine batch. Raises `OverloadedError` at once when the
+    /// queue is full.
+    #[pyo3(signature = (texts, *, normalize=None, truncate=true))]
+    fn aencode<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        normalize: Option<bool>,
+        truncate: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (texts, single) = texts_arg(texts, "texts")?;
+        let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+        let fut = event_loop.call_method0("create_future")?;
+        let resolve = py.import("rinfer._rinfer")?.getattr("_resolve")?.unbind();
+        let (lp, f) = (event_loop.unbind(), fut.clone().unbind());
+        self.batcher()?
+            .submit(
+                texts,
+                normalize,
+                truncate,
+                Box::new(move |res| {
+                    Python::attach(|py| {
+                        let (value, failed) = match res {
+                            Ok(arr) => (rows_to_py(py, arr, single).unbind(), false),
+                            Err(e) => (to_py(e).into_value(py).into_any(), true),
+                        };
+                        // A closed loop refuses the call: nobody awaits any more.
+                        let _ = lp.call_method1(
+                            py,
+                            "call_soon_threadsafe",
+                            (resolve, f, value, failed),
+                        );
+                    })
+                }),
+            )
+            .map_err(to_py)?;
+        Ok(fut)
+    }
+
+    /// Blocking embedding through the batcher (for threads of a sync server).
+    #[pyo3(signature = (texts, *, normalize=None, truncate=true))]
+    fn encode_batched<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        normalize: Option<bool>,
+        truncate: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (texts, single) = texts_arg(texts, "texts")?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.batcher()?
+            .submit(
+                texts,
+                normalize,
+                truncate,
+                Box::new(move |r| drop(tx.send(r))),
+            )
+            .map_err(to_py)?;
+        let arr = detached(py, move || rx.recv().map_err(|_| Error::ShutDown)?)?;
+        Ok(rows_to_py(py, arr, single))
+    }
+
+    /// Batcher counters: batches, requests, texts, tokens, rejected, queued.
+    fn batcher_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.batcher()?.stats();
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("batches", s.batches),
+            ("requests", s.requests),
+            ("texts", s.texts),
+            ("tokens", s.tokens),
+            ("rejected", s.rejected),
+            ("queued", s.queued),
+        ] {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    /// Embedding width.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// Longest input in tokens before truncation.
+    #[getter]
+    fn max_seq_length(&self) -> usize {
+        self.inner.max_seq_length()
+    }
+
+    /// Whether vectors are L2-normalised by default.
+    #[getter]
+    fn normalizes(&self) -> bool {
+        self.inner.normalizes()
+    }
+
+    /// Path, sizes, dtype, ISA and threads.
+    #[getter]
+    fn model_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        info_dict(py, &self.inner.info())
+    }
+
+    fn __repr__(&self) -> String {
+        let i = self.inner.info();
+        format!(
+            "Embedder(path={:?}, dim={}, isa={})",
+            i.path.display().to_string(),
+            i.dim,
+            i.isa
+        )
+    }
+}
+
+/// A text classifier.
+#[pyclass(name = "Classifier", module = "rinfer._rinfer", frozen)]
+pub struct PyClassifier {
+    inner: Arc<Classifier>,
+}
+
+#[pymethods]
+impl PyClassifier {
+    /// Loads a sequence-classification model folder.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, dtype=None, threads=None))]
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        dtype: Option<&str>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        check_dtype(dtype)?;
+        set_threads(threads)?;
+        let inner = detached(py, move || Classifier::load(&path))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// For each text, every label with its probability, best first.
+    fn predict(
+        &self,
+        py: Python<'_>,
+        texts: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Vec<(String, f32)>>> {
+        let (texts, _) = texts_arg(texts, "texts")?;
+        let inner = self.inner.clone();
+        let preds = detached(py, move || inner.predict(&texts))?;
+        Ok(preds
+            .into_iter()
+            .map(|p| p.into_iter().map(|x| (x.label, x.score)).collect())
+            .collect())
+    }
+
+    /// Raw logits, float32 array (n, labels).
+    #[pyo3(signature = (texts, *, truncate=true))]
+    fn logits<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        truncate: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (texts, _) = texts_arg(texts, "texts")?;
+        let inner = self.inner.clone();
+        let arr = detached(py, move || inner.logits(&texts, truncate))?;
+        Ok(arr.into_pyarray(py).into_any())
+    }
+
+    /// Labels in index order.
+    #[getter]
+    fn labels(&self) -> Vec<String> {
+        self.inner.labels().to_vec()
+    }
+
+    /// Path, sizes, dtype, ISA and threads.
+    #[getter]
+    fn model_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        info_dict(py, &self.inner.info())
+    }
+}
+
+/// A cross-encoder reranker.
+#[pyclass(name = "Reranker", module = "rinfer._rinfer", frozen)]
+pub struct PyReranker {
+    inner: Arc<Reranker>,
+}
+
+#[pymethods]
+impl PyReranker {
+    /// Loads a cross-encoder folder (one-logit sequence classifier).
+    #[staticmethod]
+    #[pyo3(signature = (path, *, dtype=None, threads=None))]
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        dtype: Option<&str>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        check_dtype(dtype)?;
+        set_threads(threads)?;
+        let inner = detached(py, move || Reranker::load(&path))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// (index, score) of passages by relevance, best first; score = sigmoid(logit).
+    #[pyo3(signature = (query, passages, top_k=None))]
+    fn rerank(
+        &self,
+        py: Python<'_>,
+        query: String,
+        passages: &Bound<'_, PyAny>,
+        top_k: Option<usize>,
+    ) -> PyResult<Vec<(usize, f32)>> {
+        let (passages, _) = texts_arg(passages, "passages")?;
+        let inner = self.inner.clone();
+        let ranked = detached(py, move || {
+            let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+            inner.rerank(&query, &refs, top_k)
+        })?;
+        Ok(ranked.into_iter().map(|r| (r.index, r.score)).collect())
+    }
+
+    /// Path, sizes, dtype, ISA and threads.
+    #[getter]
+    fn model_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        info_dict(py, &self.inner.info())
+    }
+}
