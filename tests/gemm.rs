@@ -93,10 +93,12 @@ fn model_shapes_with_k_blocking() {
 #[test]
 fn empty_dimensions() {
     for isa in isas() {
-        // k = 0: C = bias.
+        // k = 0: C = bias (also with enough rows to split over threads).
         let bias = [1.0f32, -2.0, 3.0];
         let got = run(isa, 2, &[], &[], (2, 0, 3), Some(&bias), Activation::None);
         assert_eq!(got, [1.0, -2.0, 3.0, 1.0, -2.0, 3.0], "{isa}");
+        let got = run(isa, 2, &[], &[], (13, 0, 1), None, Activation::None);
+        assert_eq!(got, [0.0; 13], "{isa}");
         // m = 0 and n = 0: nothing to do, no error.
         assert!(run(
             isa,

@@ -219,7 +219,7 @@ fn run(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, act: Activation, 
         p1,
     };
 
-    if threads == 1 || (micro_rows < 2 * threads && panels < 2) {
+    if threads == 1 || k == 0 || (micro_rows < 2 * threads && panels < 2) {
         compute(&job(a, m, 0, panels), c, n);
     } else if micro_rows >= 2 * threads {
         // Many rows: each task owns a band of whole rows of C.
