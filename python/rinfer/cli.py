@@ -1,0 +1,124 @@
+"""The ``rinfer`` command: ``rinfer serve`` (HTTP server) and ``rinfer embed``
+(lines on stdin, one JSON vector per line on stdout)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rinfer.server import Settings, create_app
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    settings = Settings(**overrides)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(), log_config=None)
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, or forced)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.start = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if self.enabled:
+            rate = done / max(time.perf_counter() - self.start, 1e-9)
+            sys.stderr.write(f"\rembedded {done} lines ({rate:.0f}/s)")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import rinfer
+
+    model = rinfer.Embedder.load(args.model or rinfer.default_model_path(), threads=args.threads)
+    info = model.model_info
+    logging.getLogger("rinfer").info(
+        "model %s dim=%d dtype=%s isa=%s threads=%d",
+        info["path"],
+        info["dim"],
+        info["dtype"],
+        info["isa"],
+        info["threads"],
+    )
+    progress = _Progress(args.progress or sys.stderr.isatty())
+    done = 0
+    batch: list[str] = []
+    out = sys.stdout
+
+    def flush() -> None:
+        nonlocal done
+        if not batch:
+            return
+        vecs = model.encode(batch, normalize=args.normalize)
+        for v in vecs:
+            out.write("[" + ",".join(np.char.mod("%.7g", v)) + "]\n")
+        done += len(batch)
+        batch.clear()
+        progress.update(done)
+
+    for line in sys.stdin:
+        batch.append(line.rstrip("\n"))
+        if len(batch) >= args.batch_size:
+            flush()
+    flush()
+    progress.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rinfer", description="rinfer: an embedded transformer inference engine")
+    p.add_argument("--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING, ERROR (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve a model over HTTP (OpenAI- and TEI-compatible)")
+    s.add_argument("--model", dest="model_path", help="model folder (default: rinfer.default_model_path())")
+    s.add_argument("--model-name", help="name reported by the API (default all-MiniLM-L6-v2)")
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    s.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
+    s.add_argument("--max-batch-tokens", type=int, help="tokens per engine batch (default 16384)")
+    s.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill, ms (default 2)")
+    s.add_argument("--max-queue", type=int, help="requests that may wait before 503 (default 1024)")
+    s.add_argument("--max-inputs", type=int, help="inputs per request before 413 (default 2048)")
+    s.add_argument("--max-body-bytes", type=int, help="request body limit before 413 (default 8 MiB)")
+    s.add_argument("--request-timeout-s", type=float, help="deadline per request, s (default 30)")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no auth)")
+    s.add_argument("--cors-origins", nargs="*", help="origins allowed by CORS (default: none)")
+    s.set_defaults(func=_serve)
+
+    e = sub.add_parser("embed", help="embed lines of stdin; one JSON array per line on stdout")
+    e.add_argument("--model", help="model folder (default: rinfer.default_model_path())")
+    e.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
+    e.add_argument("--batch-size", type=int, default=256, help="lines per engine call (default 256)")
+    e.add_argument(
+        "--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalise (default: as the model)"
+    )
+    e.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    e.set_defaults(func=_embed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

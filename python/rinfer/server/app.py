@@ -1,0 +1,109 @@
+"""The FastAPI application: ``create_app(settings)``; the model is loaded (and probed)
+in the lifespan, before the first request, and released at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+import rinfer
+
+from . import errors
+from .metrics import Metrics
+from .routers import embeddings, health, tei
+from .settings import Settings
+
+log = logging.getLogger("rinfer.server")
+
+PROBE = "rinfer readiness probe: the quick brown fox jumps over the lazy dog"
+
+
+def _probe(model: rinfer.Embedder) -> None:
+    """Warms the model up and checks that it embeds correctly and repeatably."""
+    a = model.encode([PROBE, "warm-up"])
+    b = model.encode(PROBE)
+    if not (np.isfinite(a).all() and np.abs(a[0] - b).max() < 1e-5 and np.linalg.norm(b) > 0):
+        raise RuntimeError("the model's probe embedding is not finite or not repeatable")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    s: Settings = app.state.settings
+    path = s.model_path or str(rinfer.default_model_path())
+    log.info("loading model %s from %s", s.model_name, path)
+    model = await asyncio.to_thread(
+        rinfer.Embedder.load,
+        path,
+        threads=s.threads,
+        max_batch_tokens=s.max_batch_tokens,
+        max_wait_ms=s.max_wait_ms,
+        max_queue=s.max_queue,
+    )
+    await asyncio.to_thread(_probe, model)
+    info, build = model.model_info, rinfer.build_info()
+    log.info(
+        "ready: model=%s dim=%d max_len=%d dtype=%s isa=%s threads=%d version=%s",
+        s.model_name,
+        info["dim"],
+        info["max_seq_length"],
+        info["dtype"],
+        build["isa"],
+        build["threads"],
+        build["version"],
+    )
+    app.state.embedder = model
+    app.state.ready = True
+    try:
+        yield
+    finally:
+        app.state.ready = False
+        app.state.embedder = None
+        log.info("model released")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="rinfer",
+        version=rinfer.__version__,
+        summary="Sentence embeddings served in-process by the rinfer engine",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    app.state.embedder = None
+    app.state.metrics = Metrics(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return errors.error_body(
+                request, 413, "body_too_large", f"body of {length} bytes exceeds {settings.max_body_bytes}"
+            )
+        return await call_next(request)
+
+    errors.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+
+    async def auth(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        got = request.headers.get("authorization", "")
+        if not secrets.compare_digest(got, f"Bearer {settings.api_key}"):
+            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    protected = [Depends(auth)]
+    app.include_router(health.router)
+    app.include_router(embeddings.router, dependencies=protected)
+    app.include_router(tei.router, dependencies=protected)
+    return app

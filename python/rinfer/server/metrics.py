@@ -1,0 +1,62 @@
+"""Prometheus metrics: requests and latency by route and status, and the batcher's
+queue depth, batches, texts, tokens and rejections (read at scrape time)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class BatcherCollector:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self):
+        model = getattr(self.app.state, "embedder", None)
+        stats = model.batcher_stats() if model is not None else {}
+        g = GaugeMetricFamily("rinfer_queue_depth", "requests waiting in the batcher")
+        g.add_metric([], stats.get("queued", 0))
+        yield g
+        for key, doc in [
+            ("batches", "engine batches run"),
+            ("texts", "texts embedded through the batcher"),
+            ("tokens", "tokens embedded through the batcher (no padding)"),
+            ("rejected", "requests refused because the queue was full"),
+        ]:
+            c = CounterMetricFamily(f"rinfer_batcher_{key}", doc)
+            c.add_metric([], stats.get(key, 0))
+            yield c
+
+
+class Metrics:
+    def __init__(self, app: FastAPI) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("rinfer_http_requests", "HTTP requests", ["route", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "rinfer_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.batch_texts = Histogram(
+            "rinfer_request_texts",
+            "texts per request",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512),
+        )
+        self.expired = Counter("rinfer_expired_requests", "requests past their deadline", registry=self.registry)
+        self.registry.register(BatcherCollector(app))
+
+        @app.middleware("http")
+        async def observe(request: Request, call_next):
+            start = time.perf_counter()
+            response = await call_next(request)
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.requests.labels(path, str(response.status_code)).inc()
+            self.latency.labels(path).observe(time.perf_counter() - start)
+            return response

@@ -1,0 +1,75 @@
+"""What the routes share: the loaded model, limits, deadlines and fast JSON."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import orjson
+from fastapi import HTTPException, Request
+from fastapi.responses import Response
+
+import rinfer
+
+from .settings import Settings
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def embedder_of(request: Request) -> rinfer.Embedder:
+    model = getattr(request.app.state, "embedder", None)
+    if model is None:
+        raise HTTPException(503, "the model is not loaded yet", headers={"Retry-After": "1"})
+    return model
+
+
+def check_count(request: Request, n: int) -> None:
+    limit = settings_of(request).max_inputs
+    if n == 0:
+        raise HTTPException(422, "no input given")
+    if n > limit:
+        raise HTTPException(413, f"{n} inputs, more than the limit of {limit} per request")
+
+
+def deadline_s(request: Request) -> float:
+    header = request.headers.get("X-Request-Timeout")
+    if header is not None:
+        try:
+            value = float(header)
+        except ValueError:
+            raise HTTPException(422, "X-Request-Timeout must be a number of seconds") from None
+        if value <= 0:
+            raise HTTPException(422, "X-Request-Timeout must be positive")
+        return value
+    return settings_of(request).request_timeout_s
+
+
+async def embed_texts(request: Request, texts: list[str], *, normalize: bool | None, truncate: bool) -> np.ndarray:
+    """Through the batcher, within the request's deadline."""
+    check_count(request, len(texts))
+    model = embedder_of(request)
+    request.app.state.metrics.batch_texts.observe(len(texts))
+    try:
+        return await asyncio.wait_for(model.aencode(texts, normalize=normalize, truncate=truncate), deadline_s(request))
+    except TimeoutError:
+        request.app.state.metrics.expired.inc()
+        raise
+
+
+def shrink(vectors: np.ndarray, dimensions: int | None, renormalize: bool) -> np.ndarray:
+    """Keep the first `dimensions` columns (Matryoshka-style), renormalised."""
+    if dimensions is None:
+        return vectors
+    if dimensions > vectors.shape[1]:
+        raise HTTPException(422, f"dimensions {dimensions} exceeds the model's {vectors.shape[1]}")
+    out = np.ascontiguousarray(vectors[:, :dimensions])
+    if renormalize:
+        out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+    return out
+
+
+def json_response(obj) -> Response:
+    """Serialises numpy arrays directly (no per-float Python objects)."""
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")

@@ -1,0 +1,26 @@
+"""Server settings: environment variables with the ``RINFER_`` prefix, or CLI flags."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. ``RINFER_MODEL_PATH=...`` sets ``model_path``."""
+
+    model_config = SettingsConfigDict(env_prefix="RINFER_", protected_namespaces=())
+
+    model_path: str | None = Field(None, description="model folder; default: rinfer.default_model_path()")
+    model_name: str = Field("all-MiniLM-L6-v2", description="name reported by /v1/models and responses")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    threads: int | None = Field(None, ge=1, description="compute threads; default: the CPUs allowed")
+    max_batch_tokens: int = Field(16384, ge=1, description="tokens per engine batch")
+    max_wait_ms: float = Field(2.0, ge=0, description="longest a request waits for others to batch with")
+    max_queue: int = Field(1024, ge=1, description="requests that may wait; more get 503")
+    max_inputs: int = Field(2048, ge=1, description="inputs per request; more get 413")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit; more get 413")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request (header X-Request-Timeout)")
+    api_key: str | None = Field(None, description="when set, requests need 'Authorization: Bearer <key>'")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")

@@ -1,0 +1,119 @@
+"""The HTTP server through its lifespan (TestClient), and the official OpenAI client."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+import rinfer
+from fastapi.testclient import TestClient
+from rinfer.server import Settings, create_app
+
+
+@pytest.fixture(scope="module")
+def client(model_dir):
+    app = create_app(Settings(model_path=str(model_dir), max_inputs=64, max_body_bytes=64 * 1024))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_ready_info(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").status_code == 200
+    info = client.get("/info").json()
+    assert info["model_dim"] == 384 and info["max_input_length"] == 256
+    assert info["version"] == rinfer.__version__ and info["isa"] and info["threads"] >= 1
+
+
+def test_not_ready_before_lifespan(model_dir):
+    app = create_app(Settings(model_path=str(model_dir)))
+    c = TestClient(app)  # no `with`: the lifespan has not run
+    r = c.get("/ready")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+    assert c.post("/embed", json={"inputs": "x"}).status_code == 503
+
+
+def test_openai_embeddings_float_and_base64(client, golden):
+    texts = golden["texts"][:5]
+    r = client.post("/v1/embeddings", json={"input": texts, "model": "m"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    np.testing.assert_allclose(got, golden["vectors"][:5], atol=1e-4)
+    assert body["usage"]["prompt_tokens"] == sum(len(x) for x in golden["ids"][:5])
+    assert body["model"] == "m" and r.headers["X-Request-ID"]
+    r = client.post("/v1/embeddings", json={"input": texts[1], "encoding_format": "base64", "dimensions": 64})
+    v = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
+    assert v.shape == (64,) and abs(np.linalg.norm(v) - 1) < 1e-5
+    r = client.post("/v1/embeddings", json={"input": golden["ids"][:2]})
+    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+    np.testing.assert_allclose(got, golden["vectors"][:2], atol=1e-4)
+
+
+def test_official_openai_client_works_unchanged(client, golden):
+    openai = pytest.importorskip("openai")
+    oc = openai.OpenAI(api_key="unused", base_url="http://testserver/v1", http_client=client)
+    resp = oc.embeddings.create(model="all-MiniLM-L6-v2", input=golden["texts"][:3])
+    got = np.array([d.embedding for d in resp.data], dtype=np.float32)
+    np.testing.assert_allclose(got, golden["vectors"][:3], atol=1e-4)
+    assert [m.id for m in oc.models.list()] == ["all-MiniLM-L6-v2"]
+
+
+def test_tei_routes(client, golden):
+    r = client.post("/embed", json={"inputs": golden["texts"][:3]})
+    np.testing.assert_allclose(np.array(r.json(), dtype=np.float32), golden["vectors"][:3], atol=1e-4)
+    r = client.post("/tokenize", json={"inputs": golden["texts"][4]})
+    assert [t["id"] for t in r.json()[0]] == golden["ids"][4]
+    r = client.post(
+        "/similarity", json={"inputs": {"source_sentence": "A cat.", "sentences": ["A cat.", "Stock prices fell."]}}
+    )
+    sims = r.json()
+    assert abs(sims[0] - 1) < 1e-5 and sims[1] < 0.5
+    for path, body in [("/rerank", {"query": "q", "texts": ["a"]}), ("/predict", {"inputs": "x"})]:
+        r = client.post(path, json=body)
+        assert r.status_code == 400 and "sequence-classification" in r.json()["error"]["message"]
+
+
+def test_bad_requests(client):
+    r = client.post("/embed", json={"inputs": 3})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["type"] == "validation_error" and err["detail"][0]["loc"][:2] == ["body", "inputs"]
+    assert err["request_id"] == r.headers["X-Request-ID"]
+    r = client.post("/embed", json={"inputs": "word " * 400})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "input_too_long"
+    assert client.post("/embed", json={"inputs": "word " * 400, "truncate": True}).status_code == 200
+    assert client.post("/embed", json={"inputs": ["x"] * 65}).status_code == 413
+    assert client.post("/embed", json={"inputs": []}).status_code == 422
+    r = client.post("/embed", content=b"x" * (65 * 1024), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.post("/v1/embeddings", json={"input": [[101, 10**9, 102]]}).status_code == 422
+    assert client.post("/embed", json={"inputs": "x"}, headers={"X-Request-Timeout": "nope"}).status_code == 422
+    assert client.post("/embed", json={"inputs": "x", "dimensions": 999}).status_code == 422
+
+
+def test_metrics_count_requests_and_batches(client):
+    client.post("/embed", json={"inputs": ["a", "b"]})
+    text = client.get("/metrics").text
+    assert 'rinfer_http_requests_total{route="/embed",status="200"}' in text
+    assert "rinfer_batcher_batches_total" in text and "rinfer_queue_depth" in text
+
+
+def test_api_key(model_dir):
+    app = create_app(Settings(model_path=str(model_dir), api_key="s3cret"))
+    with TestClient(app) as c:
+        assert c.post("/embed", json={"inputs": "x"}).status_code == 401
+        ok = c.post("/embed", json={"inputs": "x"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/health").status_code == 200
+
+
+def test_cli_help_explains_every_flag():
+    from rinfer.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices
+    for name in ("serve", "embed"):
+        for action in sub[name]._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
