@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-inputs", type=int, help="inputs per request before 413 (default 2048)")
     s.add_argument("--max-body-bytes", type=int, help="request body limit before 413 (default 8 MiB)")
     s.add_argument("--request-timeout-s", type=float, help="deadline per request, s (default 30)")
+    s.add_argument("--job-store-url", help="background job store (default sqlite:///rinfer-jobs.db)")
+    s.add_argument("--max-job-inputs", type=int, help="texts per background job (default 100000)")
     s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no auth)")
     s.add_argument("--cors-origins", nargs="*", help="origins allowed by CORS (default: none)")
     s.set_defaults(func=_serve)

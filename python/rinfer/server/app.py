@@ -15,8 +15,9 @@ from fastapi.middleware.cors import CORSMiddleware
 import rinfer
 
 from . import errors
+from .jobs import JobRunner, open_store
 from .metrics import Metrics
-from .routers import embeddings, health, tei
+from .routers import embeddings, health, jobs, tei
 from .settings import Settings
 
 log = logging.getLogger("rinfer.server")
@@ -58,11 +59,16 @@ async def lifespan(app: FastAPI):
         build["version"],
     )
     app.state.embedder = model
+    app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
+    app.state.job_runner = JobRunner(app.state.job_store, model)
+    app.state.job_runner.start()
     app.state.ready = True
     try:
         yield
     finally:
         app.state.ready = False
+        await app.state.job_runner.stop()
+        app.state.job_store.close()
         app.state.embedder = None
         log.info("model released")
 
@@ -106,4 +112,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(embeddings.router, dependencies=protected)
     app.include_router(tei.router, dependencies=protected)
+    app.include_router(jobs.router, dependencies=protected)
     return app

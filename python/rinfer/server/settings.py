@@ -23,4 +23,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit; more get 413")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request (header X-Request-Timeout)")
     api_key: str | None = Field(None, description="when set, requests need 'Authorization: Bearer <key>'")
+    job_store_url: str = Field("sqlite:///rinfer-jobs.db", description="where background jobs are stored")
+    max_job_inputs: int = Field(100_000, ge=1, description="texts per background job")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")

@@ -1,0 +1,243 @@
+"""Background embedding jobs, stored in a database so that a restart loses no
+accepted job: unfinished jobs resume where they stopped. The store sits behind the
+small `JobStore` interface; `SQLiteJobStore` is the default (one file), another
+backend (PostgreSQL for several replicas) implements the same methods."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger("rinfer.server.jobs")
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+
+
+@dataclass
+class Job:
+    id: str
+    status: str
+    total: int
+    done: int
+    normalize: bool | None
+    truncate: bool
+    error: str | None
+    created: float
+    updated: float
+
+    def public(self) -> dict:
+        return {
+            "id": self.id,
+            "object": "embedding_job",
+            "status": self.status,
+            "total": self.total,
+            "done": self.done,
+            "progress": self.done / self.total if self.total else 1.0,
+            "error": self.error,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+class JobStore(abc.ABC):
+    """Where jobs, their inputs and their results live."""
+
+    @abc.abstractmethod
+    def create(self, texts: list[str], normalize: bool | None, truncate: bool) -> Job: ...
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    def next_runnable(self) -> Job | None:
+        """The oldest job that is queued or was running when the server stopped."""
+
+    @abc.abstractmethod
+    def texts(self, job_id: str, start: int, count: int) -> list[str]: ...
+
+    @abc.abstractmethod
+    def save_rows(self, job_id: str, start: int, rows: np.ndarray) -> None:
+        """Stores rows `start..start+len(rows)` and advances `done` (one transaction)."""
+
+    @abc.abstractmethod
+    def rows(self, job_id: str, start: int, count: int) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    def set_status(self, job_id: str, status: str, error: str | None = None) -> None: ...
+
+    def close(self) -> None:
+        """Releases connections."""
+
+
+class SQLiteJobStore(JobStore):
+    """Jobs in one SQLite file (WAL mode); safe to call from several threads."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS jobs (
+                    id TEXT PRIMARY KEY, status TEXT NOT NULL, total INTEGER NOT NULL,
+                    done INTEGER NOT NULL, normalize INTEGER, truncate INTEGER NOT NULL,
+                    error TEXT, created REAL NOT NULL, updated REAL NOT NULL);
+                CREATE TABLE IF NOT EXISTS job_inputs (
+                    job_id TEXT NOT NULL, idx INTEGER NOT NULL, text TEXT NOT NULL,
+                    PRIMARY KEY (job_id, idx));
+                CREATE TABLE IF NOT EXISTS job_rows (
+                    job_id TEXT NOT NULL, idx INTEGER NOT NULL, vector BLOB NOT NULL,
+                    PRIMARY KEY (job_id, idx));
+                CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
+                """
+            )
+
+    @staticmethod
+    def _job(row) -> Job:
+        jid, status, total, done, norm, trunc, err, created, updated = row
+        return Job(jid, status, total, done, None if norm is None else bool(norm), bool(trunc), err, created, updated)
+
+    def _one(self, sql: str, args=()) -> Job | None:
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return self._job(row) if row else None
+
+    def create(self, texts, normalize, truncate) -> Job:
+        now = time.time()
+        jid = uuid.uuid4().hex
+        norm = None if normalize is None else int(normalize)
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, 0, ?, ?, NULL, ?, ?)",
+                (jid, QUEUED, len(texts), norm, int(truncate), now, now),
+            )
+            self._db.executemany("INSERT INTO job_inputs VALUES (?, ?, ?)", ((jid, i, t) for i, t in enumerate(texts)))
+            self._db.execute("COMMIT")
+        return Job(jid, QUEUED, len(texts), 0, normalize, truncate, None, now, now)
+
+    def get(self, job_id):
+        return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    def next_runnable(self):
+        return self._one(
+            "SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY created LIMIT 1",
+            (QUEUED, RUNNING),
+        )
+
+    def texts(self, job_id, start, count):
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT text FROM job_inputs WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                (job_id, start, count),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def save_rows(self, job_id, start, rows):
+        data = [(job_id, start + i, np.ascontiguousarray(r, dtype="<f4").tobytes()) for i, r in enumerate(rows)]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO job_rows VALUES (?, ?, ?)", data)
+            self._db.execute(
+                "UPDATE jobs SET done = ?, updated = ? WHERE id = ?", (start + len(rows), time.time(), job_id)
+            )
+            self._db.execute("COMMIT")
+
+    def rows(self, job_id, start, count):
+        with self._lock:
+            got = self._db.execute(
+                "SELECT vector FROM job_rows WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                (job_id, start, count),
+            ).fetchall()
+        return [r[0] for r in got]
+
+    def set_status(self, job_id, status, error=None):
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = ?, error = ?, updated = ? WHERE id = ?",
+                (status, error, time.time(), job_id),
+            )
+            if status in (CANCELLED, FAILED):
+                self._db.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_store(url: str) -> JobStore:
+    """`sqlite:///path/to/file.db` (or a bare path)."""
+    if url.startswith("sqlite:///"):
+        return SQLiteJobStore(url[len("sqlite:///") :])
+    if "://" in url:
+        raise ValueError(f"job store URL {url!r}: only sqlite:/// is supported")
+    return SQLiteJobStore(url)
+
+
+class JobRunner:
+    """Runs stored jobs one after another, in chunks, in a background task."""
+
+    def __init__(self, store: JobStore, embedder, chunk: int = 256) -> None:
+        self.store, self.embedder, self.chunk = store, embedder, chunk
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="rinfer-jobs")
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        while True:
+            job = await asyncio.to_thread(self.store.next_runnable)
+            if job is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._run(job)
+
+    async def _run(self, job: Job) -> None:
+        store = self.store
+        if job.status == RUNNING:
+            log.info("resuming job %s at %d/%d", job.id, job.done, job.total)
+        await asyncio.to_thread(store.set_status, job.id, RUNNING)
+        done = job.done
+        try:
+            while done < job.total:
+                current = await asyncio.to_thread(store.get, job.id)
+                if current is None or current.status == CANCELLED:
+                    log.info("job %s cancelled at %d/%d", job.id, done, job.total)
+                    return
+                texts = await asyncio.to_thread(store.texts, job.id, done, self.chunk)
+                rows = await asyncio.to_thread(
+                    self.embedder.encode, texts, normalize=job.normalize, truncate=job.truncate
+                )
+                await asyncio.to_thread(store.save_rows, job.id, done, rows)
+                done += len(texts)
+            await asyncio.to_thread(store.set_status, job.id, SUCCEEDED)
+            log.info("job %s succeeded (%d texts)", job.id, job.total)
+        except asyncio.CancelledError:
+            raise  # shutdown: the job stays `running` and resumes at the next start
+        except Exception as exc:  # noqa: BLE001 - a bad input fails its job, never the runner
+            log.warning("job %s failed: %s", job.id, exc)
+            await asyncio.to_thread(store.set_status, job.id, FAILED, str(exc))

@@ -1,0 +1,94 @@
+"""Background jobs for work too large for one request: submit, poll, fetch, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ..jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from ..service import embedder_of, settings_of
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+PAGE = 1024
+
+
+class JobRequest(BaseModel):
+    inputs: list[str] = Field(..., min_length=1, description="texts to embed")
+    normalize: bool | None = None
+    truncate: bool = True
+
+
+def _store(request: Request):
+    embedder_of(request)
+    return request.app.state.job_store
+
+
+async def _job(request: Request, job_id: str):
+    job = await asyncio.to_thread(_store(request).get, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+@router.post("", status_code=202, summary="Submit texts to embed in the background")
+async def submit(body: JobRequest, request: Request):
+    limit = settings_of(request).max_job_inputs
+    if len(body.inputs) > limit:
+        raise HTTPException(413, f"{len(body.inputs)} inputs, more than the job limit of {limit}")
+    job = await asyncio.to_thread(_store(request).create, body.inputs, body.normalize, body.truncate)
+    request.app.state.job_runner.notify()
+    return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("/{job_id}", summary="A job's status and progress")
+async def status(job_id: str, request: Request):
+    return (await _job(request, job_id)).public()
+
+
+@router.delete("/{job_id}", summary="Cancel a job (its stored results are kept)")
+async def cancel(job_id: str, request: Request):
+    job = await _job(request, job_id)
+    if job.status in (QUEUED, RUNNING):
+        await asyncio.to_thread(_store(request).set_status, job_id, CANCELLED)
+        job = await _job(request, job_id)
+    return job.public()
+
+
+@router.get("/{job_id}/result", summary="The vectors of a finished job, as JSON lines or .npy")
+async def result(job_id: str, request: Request, format: str = Query("jsonl", pattern="^(jsonl|npy)$")):
+    job = await _job(request, job_id)
+    if job.status != SUCCEEDED:
+        detail = f"job {job_id} is {job.status}" + (f": {job.error}" if job.status == FAILED else "")
+        raise HTTPException(409, detail)
+    store = _store(request)
+    dim = embedder_of(request).dim
+
+    async def pages():
+        for start in range(0, job.total, PAGE):
+            blobs = await asyncio.to_thread(store.rows, job_id, start, PAGE)
+            yield np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)
+
+    if format == "npy":
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": (job.total, dim)}
+        )
+
+        async def npy():
+            yield header.getvalue()
+            async for rows in pages():
+                yield rows.tobytes()
+
+        return StreamingResponse(npy(), media_type="application/octet-stream")
+
+    async def jsonl():
+        async for rows in pages():
+            yield "".join("[" + ",".join(np.char.mod("%.9g", r)) + "]\n" for r in rows).encode()
+
+    return StreamingResponse(jsonl(), media_type="application/jsonl")
