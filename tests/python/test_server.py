@@ -117,3 +117,12 @@ def test_cli_help_explains_every_flag():
     for name in ("serve", "embed"):
         for action in sub[name]._actions:
             assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def test_docs_work_offline(client):
+    page = client.get("/docs").text
+    assert "/static/swagger/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/embeddings", "/embed", "/v1/jobs", "/health", "/metrics"} <= set(spec["paths"])

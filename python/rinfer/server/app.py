@@ -73,6 +73,25 @@ async def lifespan(app: FastAPI):
         log.info("model released")
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the assets of the `swagger-ui-bundle` package."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="rinfer API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -80,7 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=rinfer.__version__,
         summary="Sentence embeddings served in-process by the rinfer engine",
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: no CDN needed
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.settings = settings
     app.state.ready = False
     app.state.embedder = None
