@@ -4,7 +4,7 @@
 //! refused at once ([`Error::Overloaded`]) instead of growing without bound.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -49,8 +49,23 @@ pub struct BatcherStats {
     pub tokens: u64,
     /// Requests refused because the queue was full.
     pub rejected: u64,
+    /// Requests dropped unrun: deadline passed or caller gone.
+    pub dropped: u64,
     /// Requests waiting now.
     pub queued: u64,
+}
+
+/// How one submission is to be run.
+#[derive(Clone, Debug, Default)]
+pub struct Submit {
+    /// L2-normalise; `None` follows the model.
+    pub normalize: Option<bool>,
+    /// Cut long inputs (else they fail with [`Error::InputTooLong`]).
+    pub truncate: bool,
+    /// Dropped unrun ([`Error::Expired`]) if not started by then.
+    pub deadline: Option<Instant>,
+    /// Set by the caller to give up; a request still queued is dropped unrun.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Called once with a request's rows (or its error), on the worker thread.
@@ -58,8 +73,7 @@ pub type Completion = Box<dyn FnOnce(Result<Array2<f32>>) + Send>;
 
 struct Request {
     texts: Vec<String>,
-    normalize: Option<bool>,
-    truncate: bool,
+    opts: Submit,
     arrived: Instant,
     done: Completion,
 }
@@ -77,6 +91,7 @@ struct Counters {
     texts: AtomicU64,
     tokens: AtomicU64,
     rejected: AtomicU64,
+    dropped: AtomicU64,
 }
 
 struct Shared {
@@ -121,13 +136,7 @@ impl Batcher {
 
     /// Queues texts; `done` receives their rows, in order, when the batch ran.
     /// Refused at once with [`Error::Overloaded`] when the queue is full.
-    pub fn submit(
-        &self,
-        texts: Vec<String>,
-        normalize: Option<bool>,
-        truncate: bool,
-        done: Completion,
-    ) -> Result<()> {
+    pub fn submit(&self, texts: Vec<String>, opts: Submit, done: Completion) -> Result<()> {
         let mut q = self.lock();
         if q.closed {
             return Err(Error::ShutDown);
@@ -145,8 +154,7 @@ impl Batcher {
         }
         q.items.push_back(Request {
             texts,
-            normalize,
-            truncate,
+            opts,
             arrived: Instant::now(),
             done,
         });
@@ -164,6 +172,7 @@ impl Batcher {
             texts: c.texts.load(Ordering::Relaxed),
             tokens: c.tokens.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
             queued: self.lock().items.len() as u64,
         }
     }
@@ -235,8 +244,25 @@ fn worker(shared: &Shared, embedder: &Embedder) {
 fn run_batch(shared: &Shared, embedder: &Embedder, batch: Vec<Request>) {
     let c = &shared.counters;
     let mut ready: Vec<(Request, Encoded)> = Vec::with_capacity(batch.len());
+    let now = Instant::now();
     for r in batch {
-        match embedder.tokenizer().encode(&r.texts, r.truncate) {
+        let gone = r
+            .opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed));
+        let late = r.opts.deadline.is_some_and(|d| d <= now);
+        if gone || late {
+            c.requests.fetch_add(1, Ordering::Relaxed);
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            (r.done)(Err(if gone {
+                Error::Cancelled
+            } else {
+                Error::Expired
+            }));
+            continue;
+        }
+        match embedder.tokenizer().encode(&r.texts, r.opts.truncate) {
             Ok(enc) => ready.push((r, enc)),
             Err(e) => {
                 c.requests.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +273,7 @@ fn run_batch(shared: &Shared, embedder: &Embedder, batch: Vec<Request>) {
     for normalize in [None, Some(false), Some(true)] {
         let (group, rest): (Vec<_>, Vec<_>) = ready
             .into_iter()
-            .partition(|(r, _)| r.normalize == normalize);
+            .partition(|(r, _)| r.opts.normalize == normalize);
         ready = rest;
         if group.is_empty() {
             continue;

@@ -113,6 +113,14 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// A queued request's deadline passed before it ran; it was dropped unrun.
+    #[error("the request's deadline passed while it was queued; it was not run")]
+    Expired,
+
+    /// The caller gave up on a queued request; it was dropped unrun.
+    #[error("the request was cancelled before it ran")]
+    Cancelled,
+
     /// The batcher was shut down before the request ran.
     #[error("the batcher is shut down")]
     ShutDown,

@@ -50,6 +50,7 @@ class BatcherStats(TypedDict):
     texts: int
     tokens: int
     rejected: int
+    dropped: int
     queued: int
 
 class RinferError(Exception): ...
@@ -91,9 +92,21 @@ class Embedder:
         normalize: bool | None = None,
     ) -> npt.NDArray[np.float32]: ...
     def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[npt.NDArray[np.uint32]]: ...
-    def aencode(self, texts: str | Sequence[str], *, normalize: bool | None = None, truncate: bool = True) -> Any: ...
+    def aencode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        normalize: bool | None = None,
+        truncate: bool = True,
+        timeout_s: float | None = None,
+    ) -> Any: ...
     def encode_batched(
-        self, texts: str | Sequence[str], *, normalize: bool | None = None, truncate: bool = True
+        self,
+        texts: str | Sequence[str],
+        *,
+        normalize: bool | None = None,
+        truncate: bool = True,
+        timeout_s: float | None = None,
     ) -> npt.NDArray[np.float32]: ...
     def batcher_stats(self) -> BatcherStats: ...
     @property

@@ -2,8 +2,9 @@
 //! the GIL held, then the work runs with it released; outputs are numpy arrays that
 //! take over the Rust buffers (no copy, no lists).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ndarray::{Array1, Array2};
 use numpy::{IntoPyArray, PyReadonlyArray1};
@@ -12,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::errors::{to_py, RinferError};
-use crate::batcher::{Batcher, BatcherConfig};
+use crate::batcher::{Batcher, BatcherConfig, Submit};
 use crate::engine::{Classifier, Embedder, EncodeOptions, ModelInfo, Reranker};
 use crate::error::Error;
 
@@ -90,6 +91,36 @@ fn set_threads(threads: Option<usize>) -> PyResult<()> {
             Ok(())
         }
         None => Ok(()),
+    }
+}
+
+/// Deadline `timeout_s` seconds from now.
+fn deadline(timeout_s: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout_s {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 => {
+            Ok(Some(Instant::now() + Duration::from_secs_f64(t)))
+        }
+        Some(t) => Err(to_py(Error::InvalidInput(format!(
+            "timeout_s must be a positive number of seconds, got {t}"
+        )))),
+    }
+}
+
+/// Done-callback of an `aencode` future: a cancelled caller marks its queued
+/// request so the batcher drops it unrun.
+#[pyclass(module = "rinfer._rinfer", frozen)]
+struct CancelOnDone {
+    flag: Arc<AtomicBool>,
+}
+
+#[pymethods]
+impl CancelOnDone {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut.call_method0("cancelled")?.extract::<bool>()? {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -273,24 +304,39 @@ impl PyEmbedder {
     /// Awaitable embedding through the in-process batcher: concurrent calls are
     /// coalesced into one engine batch. Raises `OverloadedError` at once when the
     /// queue is full.
-    #[pyo3(signature = (texts, *, normalize=None, truncate=true))]
+    /// With `timeout_s`, a request not started in time is dropped unrun
+    /// (`TimeoutError`); cancelling the awaiting task drops it too.
+    #[pyo3(signature = (texts, *, normalize=None, truncate=true, timeout_s=None))]
     fn aencode<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
         normalize: Option<bool>,
         truncate: bool,
+        timeout_s: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (texts, single) = texts_arg(texts, "texts")?;
         let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
         let fut = event_loop.call_method0("create_future")?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        fut.call_method1(
+            "add_done_callback",
+            (CancelOnDone {
+                flag: cancel.clone(),
+            },),
+        )?;
+        let opts = Submit {
+            normalize,
+            truncate,
+            deadline: deadline(timeout_s)?,
+            cancel: Some(cancel),
+        };
         let resolve = py.import("rinfer._rinfer")?.getattr("_resolve")?.unbind();
         let (lp, f) = (event_loop.unbind(), fut.clone().unbind());
         self.batcher()?
             .submit(
                 texts,
-                normalize,
-                truncate,
+                opts,
                 Box::new(move |res| {
                     Python::attach(|py| {
                         let (value, failed) = match res {
@@ -311,23 +357,25 @@ impl PyEmbedder {
     }
 
     /// Blocking embedding through the batcher (for threads of a sync server).
-    #[pyo3(signature = (texts, *, normalize=None, truncate=true))]
+    #[pyo3(signature = (texts, *, normalize=None, truncate=true, timeout_s=None))]
     fn encode_batched<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
         normalize: Option<bool>,
         truncate: bool,
+        timeout_s: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (texts, single) = texts_arg(texts, "texts")?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let opts = Submit {
+            normalize,
+            truncate,
+            deadline: deadline(timeout_s)?,
+            cancel: None,
+        };
         self.batcher()?
-            .submit(
-                texts,
-                normalize,
-                truncate,
-                Box::new(move |r| drop(tx.send(r))),
-            )
+            .submit(texts, opts, Box::new(move |r| drop(tx.send(r))))
             .map_err(to_py)?;
         let arr = detached(py, move || rx.recv().map_err(|_| Error::ShutDown)?)?;
         Ok(rows_to_py(py, arr, single))
@@ -343,6 +391,7 @@ impl PyEmbedder {
             ("texts", s.texts),
             ("tokens", s.tokens),
             ("rejected", s.rejected),
+            ("dropped", s.dropped),
             ("queued", s.queued),
         ] {
             d.set_item(k, v)?;

@@ -1,6 +1,8 @@
 //! The one place engine errors become Python exceptions.
 
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyPermissionError};
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyOSError, PyPermissionError, PyTimeoutError,
+};
 use pyo3::prelude::*;
 use pyo3::{create_exception, PyErr};
 
@@ -61,9 +63,11 @@ pub fn to_py(e: Error) -> PyErr {
         Error::InvalidInput(_) | Error::Tokenizer(_) => InvalidInputError::new_err(msg),
         Error::Overloaded { .. } => OverloadedError::new_err(msg),
         Error::Unsupported(_) => UnsupportedError::new_err(msg),
-        Error::IsaUnavailable { .. } | Error::ThreadPool(_) | Error::ShutDown => {
-            RinferError::new_err(msg)
-        }
+        Error::Expired => PyTimeoutError::new_err(msg),
+        Error::IsaUnavailable { .. }
+        | Error::ThreadPool(_)
+        | Error::ShutDown
+        | Error::Cancelled => RinferError::new_err(msg),
     }
 }
 

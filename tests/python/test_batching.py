@@ -99,3 +99,24 @@ def test_blocking_batched_variant(model_dir):
     model = rinfer.Embedder.load(model_dir)
     got = model.encode_batched(["one", "two"])
     np.testing.assert_allclose(got, model.encode(["one", "two"]), atol=1e-6)
+
+
+def test_expired_and_cancelled_requests_are_dropped_unrun(model_dir):
+    # A long wait keeps requests queued; a short deadline expires them there.
+    model = rinfer.Embedder.load(model_dir, max_wait_ms=300.0)
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await model.aencode(["expires in the queue"] * 4, timeout_s=0.05)
+        doomed = asyncio.ensure_future(model.aencode(["caller gives up"] * 4))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        return await model.aencode("after both")
+
+    ok = asyncio.run(main())
+    assert ok.shape == (384,)
+    stats = model.batcher_stats()
+    assert stats["dropped"] == 2, stats
+    assert stats["texts"] == 1, stats  # only the last request was embedded
+    with pytest.raises(rinfer.InvalidInputError):
+        model.encode_batched("x", timeout_s=-1)

@@ -51,8 +51,13 @@ async def embed_texts(request: Request, texts: list[str], *, normalize: bool | N
     check_count(request, len(texts))
     model = embedder_of(request)
     request.app.state.metrics.batch_texts.observe(len(texts))
+    timeout = deadline_s(request)
     try:
-        return await asyncio.wait_for(model.aencode(texts, normalize=normalize, truncate=truncate), deadline_s(request))
+        # The engine drops the request unrun once its deadline has passed in the
+        # queue; wait_for cancels the future on time-out, which drops it too.
+        return await asyncio.wait_for(
+            model.aencode(texts, normalize=normalize, truncate=truncate, timeout_s=timeout), timeout
+        )
     except TimeoutError:
         request.app.state.metrics.expired.inc()
         raise
