@@ -82,7 +82,11 @@ fn awkward_shapes_one_and_two_threads() {
 
 #[test]
 fn model_shapes_with_k_blocking() {
-    // K = 1536 takes several K passes; m = 130 splits rows across threads.
+    // K = 3001 takes several K passes (slices of at most 1536); m = 130 splits rows
+    // across threads.
+    for threads in [1, 2] {
+        check_shape(37, 3001, 70, threads, 400 + threads as u64);
+    }
     for threads in [1, 2, 4] {
         check_shape(130, 1536, 384, threads, 100 + threads as u64);
         check_shape(33, 384, 1536, threads, 200 + threads as u64);
