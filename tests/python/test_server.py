@@ -121,8 +121,50 @@ def test_cli_help_explains_every_flag():
 
 def test_docs_work_offline(client):
     page = client.get("/docs").text
-    assert "/static/swagger/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
-    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
-    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
+    assert "/static/docs/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        assert client.get(f"/static/docs/{asset}").status_code == 200
+    page = client.get("/redoc").text
+    assert "/static/docs/redoc.standalone.js" in page and "http" not in page.replace("http-equiv", "")
     spec = client.get("/openapi.json").json()
     assert {"/v1/embeddings", "/embed", "/v1/jobs", "/health", "/metrics"} <= set(spec["paths"])
+
+
+class _FakeRequest:
+    """Just enough of a Starlette request for the service layer."""
+
+    def __init__(self, app, disconnect_after_s: float | None) -> None:
+        import time as _t
+
+        self.app = app
+        self.headers = {}
+        self._t0 = _t.monotonic()
+        self._after = disconnect_after_s
+
+    async def is_disconnected(self) -> bool:
+        import time as _t
+
+        return self._after is not None and _t.monotonic() - self._t0 >= self._after
+
+
+def test_disconnected_and_late_requests_are_dropped_unrun(model_dir):
+    import asyncio
+
+    from fastapi import HTTPException
+    from rinfer.server.service import embed_texts
+
+    app = create_app(Settings(model_path=str(model_dir), max_wait_ms=400.0, request_timeout_s=0.1))
+
+    async def main():
+        model = rinfer.Embedder.load(model_dir, max_wait_ms=400.0)
+        app.state.embedder = model
+        with pytest.raises(HTTPException) as e:
+            await embed_texts(_FakeRequest(app, 0.01), ["client leaves"], normalize=None, truncate=True)
+        assert e.value.status_code == 499
+        with pytest.raises(TimeoutError):
+            await embed_texts(_FakeRequest(app, None), ["too slow"], normalize=None, truncate=True)
+        await asyncio.sleep(0.8)  # let the batcher reach both requests
+        return model.batcher_stats()
+
+    stats = asyncio.run(main())
+    assert stats["dropped"] == 2 and stats["texts"] == 0, stats

@@ -74,21 +74,35 @@ async def lifespan(app: FastAPI):
 
 
 def _offline_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs from the assets of the `swagger-ui-bundle` package."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
+    """Swagger UI at /docs and ReDoc at /redoc, from assets shipped in a package
+    (`fastapi-offline`), so the docs work with no internet."""
+    import pathlib
 
-    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = pathlib.Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/static/docs", StaticFiles(directory=str(assets)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
         return get_swagger_ui_html(
             openapi_url=app.openapi_url,
             title="rinfer API",
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc():
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title="rinfer API",
+            redoc_js_url="/static/docs/redoc.standalone.js",
+            redoc_favicon_url="/static/docs/favicon.png",
+            with_google_fonts=False,
         )
 
 

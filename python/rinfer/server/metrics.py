@@ -49,6 +49,9 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512),
         )
         self.expired = Counter("rinfer_expired_requests", "requests past their deadline", registry=self.registry)
+        self.disconnected = Counter(
+            "rinfer_disconnected_requests", "requests whose client went away first", registry=self.registry
+        )
         self.registry.register(BatcherCollector(app))
 
         @app.middleware("http")

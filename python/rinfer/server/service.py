@@ -46,21 +46,33 @@ def deadline_s(request: Request) -> float:
     return settings_of(request).request_timeout_s
 
 
+async def _until_disconnected(request: Request, every_s: float = 0.05) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(every_s)
+
+
 async def embed_texts(request: Request, texts: list[str], *, normalize: bool | None, truncate: bool) -> np.ndarray:
-    """Through the batcher, within the request's deadline."""
+    """Through the batcher, within the request's deadline. Queued work whose deadline
+    passes, or whose client goes away, is dropped by the engine before any compute."""
     check_count(request, len(texts))
     model = embedder_of(request)
-    request.app.state.metrics.batch_texts.observe(len(texts))
+    metrics = request.app.state.metrics
+    metrics.batch_texts.observe(len(texts))
     timeout = deadline_s(request)
+    work = asyncio.ensure_future(model.aencode(texts, normalize=normalize, truncate=truncate, timeout_s=timeout))
+    watch = asyncio.ensure_future(_until_disconnected(request))
     try:
-        # The engine drops the request unrun once its deadline has passed in the
-        # queue; wait_for cancels the future on time-out, which drops it too.
-        return await asyncio.wait_for(
-            model.aencode(texts, normalize=normalize, truncate=truncate, timeout_s=timeout), timeout
-        )
-    except TimeoutError:
-        request.app.state.metrics.expired.inc()
-        raise
+        done, _ = await asyncio.wait({work, watch}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if work in done:
+        return work.result()
+    work.cancel()  # marks the queued request: the batcher skips it
+    if watch in done:
+        metrics.disconnected.inc()
+        raise HTTPException(499, "client disconnected")
+    metrics.expired.inc()
+    raise TimeoutError
 
 
 def shrink(vectors: np.ndarray, dimensions: int | None, renormalize: bool) -> np.ndarray:
