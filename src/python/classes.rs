@@ -81,6 +81,18 @@ fn check_dtype(dtype: Option<&str>) -> PyResult<()> {
     }
 }
 
+/// Checks the options, then loads with the GIL released.
+fn load_model<T: Send>(
+    py: Python<'_>,
+    dtype: Option<&str>,
+    threads: Option<usize>,
+    load: impl FnOnce() -> Result<T, Error> + Send,
+) -> PyResult<Arc<T>> {
+    check_dtype(dtype)?;
+    set_threads(threads)?;
+    Ok(Arc::new(detached(py, load)?))
+}
+
 fn set_threads(threads: Option<usize>) -> PyResult<()> {
     match threads {
         Some(0) => Err(to_py(Error::InvalidInput(
@@ -185,8 +197,6 @@ impl PyEmbedder {
         max_wait_ms: f64,
         max_queue: usize,
     ) -> PyResult<Self> {
-        check_dtype(dtype)?;
-        set_threads(threads)?;
         if !(max_wait_ms.is_finite() && max_wait_ms >= 0.0)
             || max_batch_tokens == 0
             || max_queue == 0
@@ -196,9 +206,8 @@ impl PyEmbedder {
                     .into(),
             )));
         }
-        let inner = detached(py, move || Embedder::load(&path))?;
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: load_model(py, dtype, threads, move || Embedder::load(&path))?,
             cfg: BatcherConfig {
                 max_batch_tokens,
                 max_wait: Duration::from_secs_f64(max_wait_ms / 1000.0),
@@ -451,11 +460,8 @@ impl PyClassifier {
         dtype: Option<&str>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
-        check_dtype(dtype)?;
-        set_threads(threads)?;
-        let inner = detached(py, move || Classifier::load(&path))?;
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: load_model(py, dtype, threads, move || Classifier::load(&path))?,
         })
     }
 
@@ -518,11 +524,8 @@ impl PyReranker {
         dtype: Option<&str>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
-        check_dtype(dtype)?;
-        set_threads(threads)?;
-        let inner = detached(py, move || Reranker::load(&path))?;
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: load_model(py, dtype, threads, move || Reranker::load(&path))?,
         })
     }
 
