@@ -72,7 +72,7 @@ def test_tei_routes(client, golden):
     assert abs(sims[0] - 1) < 1e-5 and sims[1] < 0.5
     for path, body in [("/rerank", {"query": "q", "texts": ["a"]}), ("/predict", {"inputs": "x"})]:
         r = client.post(path, json=body)
-        assert r.status_code == 400 and "sequence-classification" in r.json()["error"]["message"]
+        assert r.status_code == 400 and "the loaded model is a embedder" in r.json()["error"]["message"]
 
 
 def test_bad_requests(client):
@@ -157,7 +157,7 @@ def test_disconnected_and_late_requests_are_dropped_unrun(model_dir):
 
     async def main():
         model = rinfer.Embedder.load(model_dir, max_wait_ms=400.0)
-        app.state.embedder = model
+        app.state.embedder, app.state.kind, app.state.ready = model, "embedder", True
         with pytest.raises(HTTPException) as e:
             await embed_texts(_FakeRequest(app, 0.01), ["client leaves"], normalize=None, truncate=True)
         assert e.value.status_code == 499
@@ -168,3 +168,32 @@ def test_disconnected_and_late_requests_are_dropped_unrun(model_dir):
 
     stats = asyncio.run(main())
     assert stats["dropped"] == 2 and stats["texts"] == 0, stats
+
+
+def test_classifier_and_reranker_models_are_served(tiny_dir):
+    import json
+
+    g = json.loads((tiny_dir / "classifier/golden.json").read_text())
+    with TestClient(create_app(Settings(model_path=str(tiny_dir / "classifier")))) as c:
+        assert c.get("/info").json()["model_type"] == "classifier"
+        r = c.post("/predict", json={"inputs": g["texts"][:2], "raw_scores": True})
+        assert r.status_code == 200, r.text
+        for row, want in zip(r.json(), g["logits"][:2]):
+            got = {x["label"]: x["score"] for x in row}
+            for label, w in zip(g["labels"], want):
+                assert abs(got[label] - w) < 1e-4
+        one = c.post("/predict", json={"inputs": g["texts"][0]}).json()
+        assert abs(sum(x["score"] for x in one) - 1) < 1e-5 and one[0]["score"] >= one[-1]["score"]
+        r = c.post("/embed", json={"inputs": "x"})
+        assert r.status_code == 400 and "classifier" in r.json()["error"]["message"]
+        assert c.post("/rerank", json={"query": "q", "texts": ["a"]}).status_code == 400
+    g = json.loads((tiny_dir / "reranker/golden.json").read_text())
+    with TestClient(create_app(Settings(model_path=str(tiny_dir / "reranker")))) as c:
+        r = c.post("/rerank", json={"query": g["query"], "texts": g["texts"], "raw_scores": True, "return_text": True})
+        assert r.status_code == 200, r.text
+        ranked = r.json()
+        want = sorted(range(len(g["texts"])), key=lambda i: -g["logits"][i][0])
+        assert [x["index"] for x in ranked] == want
+        for x in ranked:
+            assert abs(x["score"] - g["logits"][x["index"]][0]) < 1e-3 and x["text"] == g["texts"][x["index"]]
+        assert c.post("/predict", json={"inputs": "x"}).status_code == 400

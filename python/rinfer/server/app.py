@@ -4,7 +4,9 @@ in the lifespan, before the first request, and released at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import pathlib
 import secrets
 from contextlib import asynccontextmanager
 
@@ -33,11 +35,66 @@ def _probe(model: rinfer.Embedder) -> None:
         raise RuntimeError("the model's probe embedding is not finite or not repeatable")
 
 
+def model_kind(path: str) -> str:
+    """`classifier` or `reranker` when the weights have a sequence-classification head
+    (`classifier.weight`; one output row means a cross-encoder), else `embedder`."""
+    try:
+        with open(pathlib.Path(path) / "model.safetensors", "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 0 < n <= 100_000_000 else {}
+    except (OSError, ValueError):
+        return "embedder"  # the loader reports the real problem, naming the file
+    head = header.get("classifier.weight")
+    if not isinstance(head, dict):
+        return "embedder"
+    return "reranker" if head.get("shape", [0])[0] == 1 else "classifier"
+
+
+def _probe_head(head) -> None:
+    if isinstance(head, rinfer.Classifier):
+        out = head.logits([PROBE])
+    else:
+        out = np.array([s for _, s in head.rerank("probe", [PROBE])])
+    if not np.isfinite(out).all():
+        raise RuntimeError("the model's probe output is not finite")
+
+
+def _log_ready(s: Settings, kind: str, info: dict) -> None:
+    build = rinfer.build_info()
+    log.info(
+        "ready: %s model=%s dim=%d max_len=%d dtype=%s isa=%s threads=%d version=%s",
+        kind,
+        s.model_name,
+        info["dim"],
+        info["max_seq_length"],
+        info["dtype"],
+        build["isa"],
+        build["threads"],
+        build["version"],
+    )
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     s: Settings = app.state.settings
     path = s.model_path or str(rinfer.default_model_path())
-    log.info("loading model %s from %s", s.model_name, path)
+    kind = model_kind(path)
+    log.info("loading %s %s from %s", kind, s.model_name, path)
+    if kind != "embedder":
+        loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker
+        head = await asyncio.to_thread(loader.load, path, threads=s.threads)
+        await asyncio.to_thread(_probe_head, head)
+        setattr(app.state, kind, head)
+        app.state.kind = kind
+        _log_ready(s, kind, head.model_info)
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            setattr(app.state, kind, None)
+            log.info("model released")
+        return
     model = await asyncio.to_thread(
         rinfer.Embedder.load,
         path,
@@ -47,18 +104,9 @@ async def lifespan(app: FastAPI):
         max_queue=s.max_queue,
     )
     await asyncio.to_thread(_probe, model)
-    info, build = model.model_info, rinfer.build_info()
-    log.info(
-        "ready: model=%s dim=%d max_len=%d dtype=%s isa=%s threads=%d version=%s",
-        s.model_name,
-        info["dim"],
-        info["max_seq_length"],
-        info["dtype"],
-        build["isa"],
-        build["threads"],
-        build["version"],
-    )
+    _log_ready(s, kind, model.model_info)
     app.state.embedder = model
+    app.state.kind = kind
     app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
     app.state.job_runner = JobRunner(app.state.job_store, model)
     app.state.job_runner.start()
@@ -120,6 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.ready = False
     app.state.embedder = None
+    app.state.classifier = None
+    app.state.reranker = None
+    app.state.kind = None
     app.state.metrics = Metrics(app)
 
     @app.middleware("http")

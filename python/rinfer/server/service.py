@@ -18,11 +18,19 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def embedder_of(request: Request) -> rinfer.Embedder:
-    model = getattr(request.app.state, "embedder", None)
-    if model is None:
+def model_of(request: Request, kind: str, what: str):
+    """The loaded model if it is of `kind`; 503 while loading, 400 if another kind."""
+    state = request.app.state
+    if not getattr(state, "ready", False):
         raise HTTPException(503, "the model is not loaded yet", headers={"Retry-After": "1"})
+    model = getattr(state, kind, None)
+    if model is None:
+        raise rinfer.UnsupportedError(f"the loaded model is a {state.kind}; {what} needs a {kind} model")
     return model
+
+
+def embedder_of(request: Request) -> rinfer.Embedder:
+    return model_of(request, "embedder", "this route")
 
 
 def check_count(request: Request, n: int) -> None:

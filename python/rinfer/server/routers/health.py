@@ -27,13 +27,15 @@ async def ready(request: Request):
 
 @router.get("/info", summary="Model, dimensions, limits, dtype, ISA, threads, version")
 async def info(request: Request):
-    model = getattr(request.app.state, "embedder", None)
+    state = request.app.state
+    model = getattr(state, state.kind, None) if state.kind else None
     build = rinfer.build_info()
     out = {"version": rinfer.__version__, "isa": build["isa"], "threads": build["threads"]}
     out["model_id"] = settings_of(request).model_name
+    out["model_type"] = request.app.state.kind
     if model is not None:
         out.update({f"model_{k}": v for k, v in model.model_info.items()})
-        out["max_input_length"] = model.max_seq_length
+        out["max_input_length"] = model.model_info["max_seq_length"]
     return out
 
 

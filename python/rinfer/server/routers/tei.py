@@ -1,5 +1,6 @@
-"""text-embeddings-inference-compatible routes: embed, tokenize, similarity, and
-rerank/predict (which answer 400 when the loaded model cannot do them)."""
+"""text-embeddings-inference-compatible routes: embed, tokenize, similarity (for an
+embedder), rerank (for a cross-encoder) and predict (for a classifier); a route the
+loaded model cannot serve answers 400."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 
-import rinfer
-
 from ..schemas import EmbedRequest, PredictRequest, RerankRequest, SimilarityRequest, TokenizeRequest
-from ..service import check_count, embed_texts, embedder_of, json_response, shrink
+from ..service import check_count, embed_texts, embedder_of, json_response, model_of, shrink
 
 router = APIRouter(tags=["tei"])
 
@@ -47,19 +46,36 @@ async def similarity(body: SimilarityRequest, request: Request):
     return json_response((v[1:] @ v[0]).astype(np.float32))
 
 
-def _unsupported(what: str):
-    raise rinfer.UnsupportedError(
-        f"the loaded model is a sentence embedder; {what} needs a sequence-classification model"
-    )
-
-
 @router.post("/rerank", summary="Rerank texts against a query (TEI-compatible)")
 async def rerank(body: RerankRequest, request: Request):
-    embedder_of(request)
-    _unsupported("rerank")
+    model = model_of(request, "reranker", "rerank")
+    check_count(request, len(body.texts))
+    ranked = await asyncio.to_thread(model.rerank, body.query, body.texts)
+    out = []
+    for index, score in ranked:
+        if body.raw_scores:  # the logit, from the sigmoid score
+            p = min(max(score, 1e-7), 1 - 1e-7)
+            score = float(np.log(p / (1 - p)))
+        item = {"index": index, "score": score}
+        if body.return_text:
+            item["text"] = body.texts[index]
+        out.append(item)
+    return out
 
 
 @router.post("/predict", summary="Classify texts (TEI-compatible)")
 async def predict(body: PredictRequest, request: Request):
-    embedder_of(request)
-    _unsupported("predict")
+    model = model_of(request, "classifier", "predict")
+    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    check_count(request, len(texts))
+    if body.raw_scores:
+        logits = await asyncio.to_thread(model.logits, texts)
+        labels = model.labels
+        rows = [
+            sorted(({"label": labels[j], "score": float(v)} for j, v in enumerate(r)), key=lambda x: -x["score"])
+            for r in logits
+        ]
+    else:
+        preds = await asyncio.to_thread(model.predict, texts)
+        rows = [[{"label": label, "score": score} for label, score in p] for p in preds]
+    return rows[0] if isinstance(body.inputs, str) else rows
