@@ -197,3 +197,27 @@ def test_classifier_and_reranker_models_are_served(tiny_dir):
         for x in ranked:
             assert abs(x["score"] - g["logits"][x["index"]][0]) < 1e-3 and x["text"] == g["texts"][x["index"]]
         assert c.post("/predict", json={"inputs": "x"}).status_code == 400
+
+
+def test_json_log_lines():
+    import json
+    import logging
+
+    from rinfer.cli import JsonFormatter
+
+    rec = logging.LogRecord("rinfer.server", logging.INFO, __file__, 1, "ready: %s", ("x",), None)
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["message"] == "ready: x" and out["level"] == "INFO" and out["logger"] == "rinfer.server"
+
+
+def test_bugs_answer_500_with_request_id(model_dir):
+    app = create_app(Settings(model_path=str(model_dir)))
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/boom", headers={"X-Request-ID": "abc123"})
+        assert r.status_code == 500 and r.json()["error"]["request_id"] == "abc123"
+        assert "a bug" not in r.text

@@ -69,5 +69,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception):
-        log.exception("internal error, request %s", request_id(request))
+        log.exception("internal error, request %s %s %s", request_id(request), request.method, request.url.path)
         return error_body(request, 500, "internal_error", "internal error; the request id is in the log")
