@@ -183,6 +183,17 @@ fn encoded_from_ids<S: AsRef<[u32]>>(seqs: &[S], max_len: usize) -> Result<Encod
 }
 
 /// A sentence-embedding model (BERT encoder + pooling + optional normalisation).
+///
+/// The README's example (needs `make model` first, as `make test` does):
+/// ```
+/// let model = rinfer::Embedder::load("models/all-MiniLM-L6-v2")?;
+/// let vectors = model.encode(&["The cat sits on the mat.", "A cat rests on a rug."])?;
+/// assert_eq!(vectors.dim(), (2, 384));
+/// let cosine = vectors.row(0).dot(&vectors.row(1)); // vectors are L2-normalised
+/// println!("cosine similarity: {cosine:.3}");
+/// # assert!(cosine > 0.5);
+/// # Ok::<(), rinfer::Error>(())
+/// ```
 pub struct Embedder {
     folder: Folder,
     pooling: Pooling,
