@@ -4,7 +4,7 @@
 //!
 //! usage: model_timing MODEL_DIR CASES_JSON REPS
 //!   MODEL_DIR   sentence-transformers folder
-//!   CASES_JSON  {"cases": [{"name": .., "ids": [[..], ..]}], "texts": [..]}
+//!   CASES_JSON  {"cases": [{"name": .., "ids": [[..], ..], "reps": optional}], "texts": [..]}
 //!   REPS        timed repetitions per case (median reported), after one warm-up
 //! Threads: RINFER_NUM_THREADS. Besides the cases it times tokenization alone and
 //! end to end (strings in, vectors out) on "texts".
@@ -51,7 +51,8 @@ fn main() {
     };
     for case in spec["cases"].as_array().expect("cases") {
         let ids: Vec<Vec<u32>> = serde_json::from_value(case["ids"].clone()).expect("ids");
-        let secs = time(reps, || {
+        let case_reps = case["reps"].as_u64().map_or(reps, |r| r.max(1) as usize);
+        let secs = time(case_reps, || {
             model.encode_ids(&ids, &opts).expect("encode");
         });
         println!(
