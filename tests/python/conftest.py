@@ -34,3 +34,18 @@ def golden() -> dict:
 @pytest.fixture()
 def tiny_dir() -> pathlib.Path:
     return ROOT / "tests/data/models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _job_store_in_tmp(tmp_path_factory):
+    """Servers built by the tests keep their job database out of the source tree."""
+    import os
+
+    path = tmp_path_factory.mktemp("jobs") / "jobs.db"
+    old = os.environ.get("RINFER_JOB_STORE_URL")
+    os.environ["RINFER_JOB_STORE_URL"] = f"sqlite:///{path}"
+    yield
+    if old is None:
+        os.environ.pop("RINFER_JOB_STORE_URL", None)
+    else:
+        os.environ["RINFER_JOB_STORE_URL"] = old
