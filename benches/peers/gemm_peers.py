@@ -14,26 +14,14 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
-import time
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
+from timing import median_time
 
 SHAPES = [(384, 1152), (384, 384), (384, 1536), (1536, 384)]
-
-
-def median_time(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def rinfer_gflops(binary: str, m: int, k: int, n: int, threads: int, reps: int) -> float:
@@ -69,10 +57,10 @@ def main() -> None:
             a = np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)
             b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
             with threadpool_limits(limits=threads, user_api="blas"):
-                t_np = median_time(lambda a=a, b=b: a @ b, args.reps)
+                t_np = median_time(lambda a=a, b=b: a @ b, args.reps, warmup=3)
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             with torch.inference_mode():
-                t_pt = median_time(lambda ta=ta, tb=tb: torch.matmul(ta, tb), args.reps)
+                t_pt = median_time(lambda ta=ta, tb=tb: torch.matmul(ta, tb), args.reps, warmup=3)
             r = rinfer_gflops(args.binary, m, k, n, threads, args.reps)
             row = {
                 "shape": f"{m}x{k}x{n}",

@@ -17,15 +17,14 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import tempfile
-import time
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from sentence_transformers import SentenceTransformer
+from timing import median_time
 
 CLS, SEP = 101, 102
 
@@ -50,16 +49,6 @@ def make_cases(rng: np.random.Generator) -> list[dict]:
         {"name": "8x256", "ids": [seq(256) for _ in range(8)]},
         {"name": "64 mixed", "ids": [seq(int(n)) for n in mixed]},
     ]
-
-
-def median_time(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def padded(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@ pure-Rust timing binary on the same 32 x 16 token ids, and `aencode` with 64
 concurrent single-text callers vs one `encode` call on the same 64 texts.
 
     make python && cargo build --release --example model_timing
-    .venv/bin/python benches/python_overhead.py [--reps 30] [--threads 2]
+    .venv/bin/python benches/peers/python_overhead.py [--reps 30] [--threads 2]
 """
 
 from __future__ import annotations
@@ -13,23 +13,12 @@ import asyncio
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import tempfile
-import time
 
 import numpy as np
 import rinfer
-
-
-def median_time(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_time
 
 
 def main() -> None:
