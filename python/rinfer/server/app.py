@@ -80,44 +80,36 @@ async def lifespan(app: FastAPI):
     path = s.model_path or str(rinfer.default_model_path())
     kind = model_kind(path)
     log.info("loading %s %s from %s", kind, s.model_name, path)
-    if kind != "embedder":
+    runner = None
+    if kind == "embedder":
+        model = await asyncio.to_thread(
+            rinfer.Embedder.load,
+            path,
+            threads=s.threads,
+            max_batch_tokens=s.max_batch_tokens,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+        )
+        await asyncio.to_thread(_probe, model)
+        app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
+        runner = app.state.job_runner = JobRunner(app.state.job_store, model)
+        runner.start()
+    else:
         loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker
-        head = await asyncio.to_thread(loader.load, path, threads=s.threads)
-        await asyncio.to_thread(_probe_head, head)
-        setattr(app.state, kind, head)
-        app.state.kind = kind
-        _log_ready(s, kind, head.model_info)
-        app.state.ready = True
-        try:
-            yield
-        finally:
-            app.state.ready = False
-            setattr(app.state, kind, None)
-            log.info("model released")
-        return
-    model = await asyncio.to_thread(
-        rinfer.Embedder.load,
-        path,
-        threads=s.threads,
-        max_batch_tokens=s.max_batch_tokens,
-        max_wait_ms=s.max_wait_ms,
-        max_queue=s.max_queue,
-    )
-    await asyncio.to_thread(_probe, model)
-    _log_ready(s, kind, model.model_info)
-    app.state.embedder = model
+        model = await asyncio.to_thread(loader.load, path, threads=s.threads)
+        await asyncio.to_thread(_probe_head, model)
+    setattr(app.state, kind, model)
     app.state.kind = kind
-    app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
-    app.state.job_runner = JobRunner(app.state.job_store, model)
-    app.state.job_runner.start()
+    _log_ready(s, kind, model.model_info)
     app.state.ready = True
     try:
         yield
     finally:
         app.state.ready = False
-        await app.state.job_runner.stop()
-        app.state.job_store.close()
-        app.state.embedder = None
+        if runner is not None:
+            await runner.stop()
+            app.state.job_store.close()
+        setattr(app.state, kind, None)
         log.info("model released")
 
 
