@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
+pub use gemm::lowp::{gemm_bf16, gemm_int8, PackedBf16, PackedInt8, PackedLinear, Precision};
 pub use gemm::{gemm, gemm_serial, Activation, PackedB};
 
 /// An instruction-set path. Each has its own kernel table.
@@ -25,11 +26,14 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL/DQ.
     Avx512,
+    /// AVX-512 plus BF16 (`VDPBF16PS`) and VNNI (`VPDPBUSD`): the f32 kernels of
+    /// [`Isa::Avx512`] and native bf16 and int8 GEMM kernels.
+    Avx512Bf16,
 }
 
 impl Isa {
     /// Every path rinfer knows, fastest last.
-    pub const ALL: [Isa; 3] = [Isa::Generic, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
 
     /// The name used by `RINFER_ISA` and reported by [`crate::build_info`].
     pub fn name(self) -> &'static str {
@@ -37,6 +41,7 @@ impl Isa {
             Isa::Generic => "generic",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
         }
     }
 
@@ -63,6 +68,8 @@ impl Isa {
             Isa::Avx2 => x86_64::avx2_supported(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => x86_64::avx512_supported(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => x86_64::avx512bf16_supported(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -96,6 +103,73 @@ impl fmt::Display for Isa {
 /// stride `ldc`. Only the first `mr` rows and `nr` columns of the tile are written.
 pub type MicroKernel =
     fn(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, mr: usize, nr: usize, acc: bool);
+
+/// The bf16 GEMM microkernel: `C[0..mr, 0..nr] = A · Bpanel`, accumulated in f32.
+///
+/// `a` holds `mr` rows of `2 * kp` bf16 values (row stride `lda` elements; odd K is
+/// padded with a zero); `b` is one packed panel: `kp` groups of [`LOWP_NR`] columns,
+/// each column holding its two K-consecutive bf16 values side by side. `c` starts at
+/// the tile's top-left with row stride `ldc`; only `mr` rows and `nr` columns are written.
+pub type Bf16Kernel = fn(
+    kp: usize,
+    a: &[u16],
+    lda: usize,
+    b: &[u16],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+);
+
+/// Per-row (activation) and per-column (weight) quantisation parameters of one
+/// int8 tile: `C[i][j] = a_scale[i] * b_scale[j] * (acc[i][j] - a_zero[i] * b_colsum[j])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Scales<'a> {
+    /// Activation scale of each of the tile's rows.
+    pub a_scale: &'a [f32],
+    /// Activation zero point (0..=255) of each row.
+    pub a_zero: &'a [i32],
+    /// Weight scale of each of the panel's [`LOWP_NR`] columns.
+    pub b_scale: &'a [f32],
+    /// Sum of each column's quantised weights.
+    pub b_colsum: &'a [i32],
+}
+
+/// The int8 GEMM microkernel: unsigned 8-bit activations times signed 8-bit weights,
+/// summed in i32, rescaled to f32 in the store.
+///
+/// `a` holds `mr` rows of `4 * kq` bytes (row stride `lda` bytes); `b` is one packed
+/// panel: `kq` groups of [`LOWP_NR`] columns, each column holding four K-consecutive
+/// weights. Output as for [`Bf16Kernel`].
+pub type Int8Kernel = fn(
+    kq: usize,
+    a: &[u8],
+    lda: usize,
+    b: &[i8],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    scales: &Int8Scales,
+);
+
+/// Columns of a bf16 or int8 weight panel, on every path.
+pub const LOWP_NR: usize = 32;
+
+/// The reduced-precision kernels of a path.
+pub struct LowpKernels {
+    /// Rows of the bf16 and int8 microkernel tiles.
+    pub mr: usize,
+    /// The bf16 microkernel.
+    pub bf16: Bf16Kernel,
+    /// The int8 microkernel.
+    pub int8: Int8Kernel,
+    /// f32 to bf16 (round to nearest even), zero-filling `dst` past `src.len()`.
+    pub to_bf16: fn(src: &[f32], dst: &mut [u16]),
+    /// Asymmetric u8 quantisation of one row, zero-filling `dst` past `src.len()`;
+    /// returns `(scale, zero_point)` with `x ≈ scale * (q - zero_point)`.
+    pub quantize_u8: fn(src: &[f32], dst: &mut [u8]) -> (f32, i32),
+}
 
 /// `x = LayerNorm(x + residual) * gamma + beta` over one row.
 pub type LayerNormFn =
@@ -131,6 +205,8 @@ pub struct Kernels {
     pub f16_to_f32: fn(src: &[u8], dst: &mut [f32]),
     /// Little-endian bf16 bytes to f32 (`dst.len() * 2 == src.len()`).
     pub bf16_to_f32: fn(src: &[u8], dst: &mut [f32]),
+    /// bf16 and int8 GEMM kernels, where this path has them.
+    pub lowp: Option<&'static LowpKernels>,
 }
 
 impl fmt::Debug for Kernels {
@@ -157,6 +233,8 @@ pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
         Isa::Avx2 => &x86_64::avx2::KERNELS,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => &x86_64::avx512::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 => &x86_64::avx512bf16::KERNELS,
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("is_supported() is false off x86-64"),
     })

@@ -228,3 +228,67 @@ pub fn bf16_to_f32(src: &[u8], dst: &mut [f32]) {
         *d = f32::from_bits((u16::from_le_bytes([s[0], s[1]]) as u32) << 16);
     }
 }
+
+/// f32 to bf16 bits, rounding to nearest even; NaN stays a (quiet) NaN.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    let nan = ((b >> 16) | 0x40) as u16;
+    if x.is_nan() {
+        nan
+    } else {
+        rounded
+    }
+}
+
+#[inline(always)]
+pub fn to_bf16(src: &[f32], dst: &mut [u16]) {
+    let n = src.len().min(dst.len());
+    for (d, s) in dst[..n].iter_mut().zip(&src[..n]) {
+        *d = bf16_bits(*s);
+    }
+    dst[n..].fill(0);
+}
+
+/// Smallest and largest value, both widened to include 0 (so 0 is exact).
+#[inline(always)]
+fn range_with_zero(x: &[f32]) -> (f32, f32) {
+    let mut lo = [0.0f32; LANES];
+    let mut hi = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    for (i, v) in tail.iter().enumerate() {
+        lo[i] = if *v < lo[i] { *v } else { lo[i] };
+        hi[i] = if *v > hi[i] { *v } else { hi[i] };
+    }
+    let lo = lo.iter().fold(0.0f32, |a, &b| if b < a { b } else { a });
+    let hi = hi.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
+    (lo, hi)
+}
+
+#[inline(always)]
+pub fn quantize_u8(src: &[f32], dst: &mut [u8]) -> (f32, i32) {
+    let n = src.len().min(dst.len());
+    let (lo, hi) = range_with_zero(&src[..n]);
+    let span = hi - lo;
+    // A constant-zero (or non-finite) row: any scale represents it; 1 keeps it exact.
+    let scale = if span > 0.0 && span.is_finite() {
+        span / 255.0
+    } else {
+        1.0
+    };
+    let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
+    let inv = 1.0 / scale;
+    for (d, s) in dst[..n].iter_mut().zip(&src[..n]) {
+        *d = (*s * inv + zero).round_ties_even().clamp(0.0, 255.0) as u8;
+    }
+    dst[n..].fill(0);
+    (scale, zero as i32)
+}

@@ -6,6 +6,8 @@
 //! `MR` at a time, and splits the output over the rayon pool: by rows when there are
 //! many, by column panels when there are few (single-sentence latency).
 
+pub mod lowp;
+
 use rayon::prelude::*;
 
 use super::threads::install;
@@ -125,7 +127,7 @@ impl PackedB {
     }
 }
 
-fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
+pub(crate) fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
     match rows.checked_mul(cols) {
         Some(need) if need == len => Ok(()),
         _ => Err(Error::InvalidInput(format!(
@@ -178,7 +180,18 @@ pub fn gemm_serial(
 }
 
 fn check(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, c: &[f32]) -> Result<()> {
-    let (k, n) = (b.k, b.n);
+    check_dims(a, m, b.k, b.n, bias, c)
+}
+
+/// Checks `A[m x k]`, `C[m x n]` and a bias of `n`.
+pub(crate) fn check_dims(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+    c: &[f32],
+) -> Result<()> {
     check_len("A", a.len(), m, k)?;
     check_len("C", c.len(), m, n)?;
     if let Some(bias) = bias {
@@ -206,31 +219,57 @@ struct Job<'a> {
 
 fn run(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, act: Activation, c: &mut [f32]) {
     let (k, n) = (b.k, b.n);
-    let (mr, nr) = (b.kernels.mr, b.kernels.nr);
+    partition(
+        m,
+        n,
+        k,
+        b.kernels.mr,
+        b.kernels.nr,
+        c,
+        |r0, r1, p0, p1, c, ldc| {
+            let job = Job {
+                a: &a[r0 * k..r1 * k],
+                b,
+                bias,
+                act,
+                rows: r1 - r0,
+                p0,
+                p1,
+            };
+            compute(&job, c, ldc)
+        },
+    );
+}
+
+/// Splits `C[m x n]` (panels of `nr` columns, tiles of `mr` rows) over the pool and
+/// calls `work(r0, r1, p0, p1, c, ldc)` for each part: rows `r0..r1`, panels
+/// `p0..p1`, where `c` starts at row `r0`, column `p0 * nr`, with row stride `ldc`.
+/// Many rows: each task owns a band of whole rows. Few rows (one short sentence):
+/// tasks split the column panels, each into its own buffer, copied back after.
+pub(crate) fn partition<F>(
+    m: usize,
+    n: usize,
+    k: usize,
+    mr: usize,
+    nr: usize,
+    c: &mut [f32],
+    work: F,
+) where
+    F: Fn(usize, usize, usize, usize, &mut [f32], usize) + Sync,
+{
     let panels = n.div_ceil(nr);
     let threads = rayon::current_num_threads().max(1);
     let micro_rows = m.div_ceil(mr);
-    let job = |a, rows, p0, p1| Job {
-        a,
-        b,
-        bias,
-        act,
-        rows,
-        p0,
-        p1,
-    };
-
     if threads == 1 || k == 0 || (micro_rows < 2 * threads && panels < 2) {
-        compute(&job(a, m, 0, panels), c, n);
+        work(0, m, 0, panels, c, n);
     } else if micro_rows >= 2 * threads {
-        // Many rows: each task owns a band of whole rows of C.
         let tasks = (threads * 4).min(micro_rows);
         let band = micro_rows.div_ceil(tasks) * mr;
-        c.par_chunks_mut(band * n)
-            .zip(a.par_chunks(band * k))
-            .for_each(|(cb, ab)| compute(&job(ab, cb.len() / n, 0, panels), cb, n));
+        c.par_chunks_mut(band * n).enumerate().for_each(|(i, cb)| {
+            let r0 = i * band;
+            work(r0, r0 + cb.len() / n, 0, panels, cb, n)
+        });
     } else {
-        // Few rows: split the column panels; each task fills its own buffer.
         let tasks = threads.min(panels);
         let per = panels.div_ceil(tasks);
         let parts: Vec<(usize, usize, Vec<f32>)> = (0..panels)
@@ -241,7 +280,7 @@ fn run(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, act: Activation, 
                 let p1 = (p0 + per).min(panels);
                 let width = (p1 * nr).min(n) - p0 * nr;
                 let mut out = vec![0.0f32; m * width];
-                compute(&job(a, m, p0, p1), &mut out, width);
+                work(0, m, p0, p1, &mut out, width);
                 (p0 * nr, width, out)
             })
             .collect();
@@ -354,21 +393,44 @@ fn pack_a(
 
 /// Bias and activation over rows `r0..r1`, absolute columns `c0..c1`.
 fn epilogue(job: &Job, c: &mut [f32], ldc: usize, r0: usize, r1: usize, c0: usize, c1: usize) {
-    if job.bias.is_none() && job.act == Activation::None {
-        return;
-    }
-    let kern = job.b.kernels;
     let base = job.p0 * job.b.kernels.nr;
-    for r in r0..r1 {
-        let row = &mut c[r * ldc + (c0 - base)..r * ldc + (c1 - base)];
-        if let Some(bias) = job.bias {
-            (kern.add_bias)(row, &bias[c0..c1]);
+    let part = Part { c, ldc, base };
+    part.finish(job.b.kernels, job.bias, job.act, r0..r1, c0..c1);
+}
+
+/// A part of C being computed: `c` holds rows from 0 with stride `ldc`; its column 0
+/// is absolute column `base`.
+pub(crate) struct Part<'a> {
+    pub c: &'a mut [f32],
+    pub ldc: usize,
+    pub base: usize,
+}
+
+impl Part<'_> {
+    /// Adds the bias and applies the activation over `rows` and absolute `cols`.
+    pub fn finish(
+        self,
+        kern: &Kernels,
+        bias: Option<&[f32]>,
+        act: Activation,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) {
+        if bias.is_none() && act == Activation::None {
+            return;
         }
-        match job.act {
-            Activation::None => {}
-            Activation::GeluErf => (kern.gelu_erf)(row),
-            Activation::GeluTanh => (kern.gelu_tanh)(row),
-            Activation::Relu => (kern.relu)(row),
+        let (c0, c1, base, ldc) = (cols.start, cols.end, self.base, self.ldc);
+        for r in rows {
+            let row = &mut self.c[r * ldc + (c0 - base)..r * ldc + (c1 - base)];
+            if let Some(bias) = bias {
+                (kern.add_bias)(row, &bias[c0..c1]);
+            }
+            match act {
+                Activation::None => {}
+                Activation::GeluErf => (kern.gelu_erf)(row),
+                Activation::GeluTanh => (kern.gelu_tanh)(row),
+                Activation::Relu => (kern.relu)(row),
+            }
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Reference kernels: portable, scalar, obviously correct (f64 accumulation,
 //! `libm` transcendentals). Every ISA path is tested against these.
 
+mod lowp;
+
+pub use lowp::LOWP;
+
 use super::{Isa, Kernels};
 
 /// Microkernel tile of the generic path.
@@ -24,6 +28,7 @@ pub static KERNELS: Kernels = Kernels {
     mean_rows,
     f16_to_f32,
     bf16_to_f32,
+    lowp: Some(&LOWP),
 };
 
 /// Scalar microkernel; see [`super::MicroKernel`] for the contract.

@@ -12,7 +12,10 @@ pub const MR: usize = 12;
 pub const NR: usize = 32;
 
 /// The AVX-512 kernel table.
-pub static KERNELS: Kernels = Kernels {
+pub static KERNELS: Kernels = TABLE;
+
+/// The table's value, which the AVX-512 BF16 path extends.
+pub const TABLE: Kernels = Kernels {
     isa: Isa::Avx512,
     mr: MR,
     nr: NR,
@@ -27,6 +30,7 @@ pub static KERNELS: Kernels = Kernels {
     mean_rows,
     f16_to_f32,
     bf16_to_f32,
+    lowp: None,
 };
 
 vector_kernels! { "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c";

@@ -2,6 +2,7 @@
 
 pub mod avx2;
 pub mod avx512;
+pub mod avx512bf16;
 
 /// AVX2 + FMA + F16C, with OS support for the YMM state.
 pub fn avx2_supported() -> bool {
@@ -19,13 +20,20 @@ pub fn avx512_supported() -> bool {
         && std::arch::is_x86_feature_detected!("avx512dq")
 }
 
+/// AVX-512 with the BF16 and VNNI extensions.
+pub fn avx512bf16_supported() -> bool {
+    avx512_supported()
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
 /// Compiles the shared vectorisable kernels of `kernels::vector` once more, for the
 /// target features given, behind safe entry points with the table's signatures.
 macro_rules! vector_kernels {
-    ($features:literal; $( $name:ident ( $($arg:ident : $ty:ty),* ) ;)*) => { $(
-        pub fn $name($($arg: $ty),*) {
+    ($features:literal; $( $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? ;)*) => { $(
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[target_feature(enable = $features)]
-            fn inner($($arg: $ty),*) {
+            fn inner($($arg: $ty),*) $(-> $ret)? {
                 crate::kernels::vector::$name($($arg),*)
             }
             // SAFETY: this function is reachable only through its ISA's kernel table,
