@@ -8,8 +8,9 @@ use ndarray::Array2;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Activation, PackedB};
+use crate::kernels::{self, Activation, PackedB, Precision};
 use crate::models::{BertConfig, BertModel, Pooling, PoolingMode, TokenBatch};
+use crate::quality::{Quality, PROBE_TEXTS};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::weights::Weights;
 
@@ -34,6 +35,19 @@ impl Default for EncodeOptions {
     }
 }
 
+/// Options of `load_with` ([`Embedder::load_with`] and friends).
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Precision of the encoder's matrix products. bf16 and int8 need a path with
+    /// such kernels (AVX512-BF16 + VNNI); elsewhere the model runs in f32 and
+    /// [`ModelInfo::note`] says why.
+    pub dtype: Precision,
+    /// Loading fails ([`Error::QualityBelowFloor`]) when the lowest probe cosine to
+    /// f32 is under this; `None` uses [`Quality::default_floor`] (0.999 for bf16,
+    /// 0.99 for int8).
+    pub quality_floor: Option<f32>,
+}
+
 /// What a loaded model is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
@@ -47,10 +61,18 @@ pub struct ModelInfo {
     pub dim: usize,
     /// Longest input, in tokens, before truncation.
     pub max_seq_length: usize,
-    /// Compute dtype.
+    /// Precision the encoder's matrix products run in.
     pub dtype: &'static str,
+    /// Precision asked for at load (differs from `dtype` after a fallback).
+    pub requested_dtype: &'static str,
     /// The ISA path the weights were packed for.
     pub isa: &'static str,
+    /// The GEMM microkernel in use, e.g. `avx512bf16 int8 12x32`.
+    pub gemm_kernel: String,
+    /// For bf16 and int8: agreement with f32 on the probe set, measured at load.
+    pub quality: Option<Quality>,
+    /// Why the model does not run as asked, when it does not (a fallback).
+    pub note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +90,9 @@ struct Folder {
     model: BertModel,
     tokenizer: Tokenizer,
     max_len: usize,
+    requested: Precision,
+    quality: Option<Quality>,
+    note: Option<String>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -82,7 +107,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 }
 
 impl Folder {
-    fn open(dir: &Path) -> Result<Self> {
+    fn open(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::Io {
                 path: dir.to_path_buf(),
@@ -93,14 +118,67 @@ impl Folder {
         let weights = Weights::open(dir.join("model.safetensors"))?.with_prefixes(&["bert."]);
         let max_len = Self::max_len(dir, &cfg)?;
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
-        let model = BertModel::load(&cfg, &weights)?;
-        Ok(Self {
+        let kern = kernels::try_active()?;
+        let (precision, note) = if opts.dtype != Precision::F32 && kern.lowp.is_none() {
+            let note = format!(
+                "{} requested, but the {} path has no {} kernels (they need AVX512-BF16 and VNNI): running f32",
+                opts.dtype, kern.isa, opts.dtype
+            );
+            (Precision::F32, Some(note))
+        } else {
+            (opts.dtype, None)
+        };
+        let model = BertModel::load_with(&cfg, &weights, precision)?;
+        let mut folder = Self {
             dir: dir.to_path_buf(),
             cfg,
             model,
             tokenizer,
             max_len,
-        })
+            requested: opts.dtype,
+            quality: None,
+            note,
+        };
+        if precision != Precision::F32 {
+            let reference = BertModel::load_with(&folder.cfg, &weights, Precision::F32)?;
+            let quality = folder.probe(&reference)?;
+            folder.quality = Some(quality);
+            let floor = opts.quality_floor.or(Quality::default_floor(precision));
+            if let Some(floor) = floor {
+                if quality.min_cosine.is_nan() || quality.min_cosine < floor {
+                    return Err(Error::QualityBelowFloor {
+                        dtype: precision.name().to_string(),
+                        min_cosine: quality.min_cosine,
+                        floor,
+                    });
+                }
+            }
+        }
+        Ok(folder)
+    }
+
+    /// Runs the probe texts through `reference` and this folder's model and compares
+    /// the mean of each text's last hidden states.
+    fn probe(&self, reference: &BertModel) -> Result<Quality> {
+        let enc = self.tokenizer.encode(PROBE_TEXTS, true)?;
+        let batch = TokenBatch {
+            ids: &enc.ids,
+            type_ids: Some(&enc.type_ids),
+            offsets: &enc.offsets,
+        };
+        let h = self.cfg.hidden_size;
+        let kern = self.model.kernels();
+        let pooled = |hidden: Vec<f32>| {
+            let mut out = vec![0.0f32; enc.len() * h];
+            for (i, row) in out.chunks_exact_mut(h).enumerate() {
+                let span = &hidden[enc.offsets[i] * h..enc.offsets[i + 1] * h];
+                (kern.mean_rows)(span, row);
+            }
+            out
+        };
+        let want = pooled(reference.forward(&batch)?);
+        let got = pooled(self.model.forward(&batch)?);
+        Ok(Quality::compare(&want, &got, h))
     }
 
     /// `sentence_bert_config.json`'s `max_seq_length`, else the tokenizer config's
@@ -142,9 +220,22 @@ impl Folder {
             layers: self.cfg.num_hidden_layers,
             dim,
             max_seq_length: self.max_len,
-            dtype: "f32",
+            dtype: self.model.precision().name(),
+            requested_dtype: self.requested.name(),
             isa: self.model.kernels().isa.name(),
+            gemm_kernel: self.gemm_kernel(),
+            quality: self.quality,
+            note: self.note.clone(),
         }
+    }
+
+    fn gemm_kernel(&self) -> String {
+        let kern = self.model.kernels();
+        let (mr, nr) = match (self.model.precision(), kern.lowp) {
+            (Precision::F32, _) | (_, None) => (kern.mr, kern.nr),
+            (_, Some(lp)) => (lp.mr, kernels::LOWP_NR),
+        };
+        format!("{} {} {mr}x{nr}", kern.isa, self.model.precision())
     }
 
     /// Hidden states of a validated batch of token ids.
@@ -214,8 +305,13 @@ impl Embedder {
     /// pooling config and Normalize module. Without `modules.json`: mean pooling,
     /// no normalisation.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with a precision and quality floor.
+    pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let folder = Folder::open(dir)?;
+        let folder = Folder::open(dir, opts)?;
         let (pooling, normalize) = Self::read_modules(dir)?;
         Ok(Self {
             folder,
@@ -385,8 +481,8 @@ struct Head {
 }
 
 impl Head {
-    fn load(dir: &Path) -> Result<Self> {
-        let folder = Folder::open(dir)?;
+    fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let folder = Folder::open(dir, opts)?;
         if !folder.model.has_pooler() {
             return Err(Error::Config {
                 path: dir.join("model.safetensors"),
@@ -463,8 +559,13 @@ pub struct Classifier {
 impl Classifier {
     /// Loads a classification model folder.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with a precision and quality floor.
+    pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         Ok(Self {
-            head: Head::load(dir.as_ref())?,
+            head: Head::load(dir.as_ref(), opts)?,
         })
     }
 
@@ -533,7 +634,12 @@ pub struct Reranker {
 impl Reranker {
     /// Loads a cross-encoder folder (a sequence-classification model with one label).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        let head = Head::load(dir.as_ref())?;
+        Self::load_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with a precision and quality floor.
+    pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let head = Head::load(dir.as_ref(), opts)?;
         if head.labels.len() != 1 {
             return Err(Error::Unsupported(format!(
                 "a reranker needs one output logit, this model has {}",

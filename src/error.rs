@@ -125,6 +125,18 @@ pub enum Error {
     #[error("the batcher is shut down")]
     ShutDown,
 
+    /// A reduced-precision model departs from its f32 self more than allowed: the
+    /// lowest cosine on the probe set is under the floor.
+    #[error("{dtype} quality below the floor: minimum cosine to f32 on the probe set is {min_cosine:.6}, floor {floor}")]
+    QualityBelowFloor {
+        /// The precision asked for.
+        dtype: String,
+        /// The lowest cosine measured.
+        min_cosine: f32,
+        /// The floor it had to reach.
+        floor: f32,
+    },
+
     /// The thread pool could not be built.
     #[error("thread pool: {0}")]
     ThreadPool(String),

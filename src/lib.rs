@@ -23,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod kernels;
 pub mod models;
+pub mod quality;
 pub mod tensor;
 pub mod tokenizer;
 pub mod weights;
@@ -30,9 +31,12 @@ pub mod weights;
 #[cfg(feature = "python")]
 mod python;
 
-pub use engine::{Classifier, Embedder, EncodeOptions, ModelInfo, Prediction, Ranked, Reranker};
+pub use engine::{
+    Classifier, Embedder, EncodeOptions, LoadOptions, ModelInfo, Prediction, Ranked, Reranker,
+};
 pub use error::{Error, Result};
-pub use kernels::Isa;
+pub use kernels::{Isa, Precision};
+pub use quality::Quality;
 pub use tensor::{DType, Tensor, TensorView};
 pub use weights::Weights;
 

@@ -4,63 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use base64::Engine as _;
+use common::{f32s, golden, id_lists, minilm_dir, root, strings};
 use rinfer::{Classifier, Embedder, EncodeOptions, Error, Reranker};
 use serde_json::Value;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn minilm_dir() -> PathBuf {
-    let dir = std::env::var("RINFER_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("models/all-MiniLM-L6-v2"));
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "reference model missing at {}: run `make model`",
-        dir.display()
-    );
-    dir
-}
-
-fn golden(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap();
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn id_lists(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
 
 /// Every row: cosine >= 0.99999 and max |diff| <= 1e-4.
 fn assert_parity(got: &ndarray::Array2<f32>, want: &[f32], what: &str) {

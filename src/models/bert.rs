@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::kernels::{self, gemm, gemm_serial, Activation, Kernels, PackedB};
+use crate::kernels::{self, gemm_serial, Activation, Kernels, PackedB, PackedLinear, Precision};
 use crate::weights::Weights;
 
 /// Tokens of several sequences, concatenated, with no padding.
@@ -34,25 +34,32 @@ impl TokenBatch<'_> {
     }
 }
 
+/// How a model's weights are packed: the kernel table and the GEMM precision.
+#[derive(Clone, Copy)]
+struct Packing {
+    kernels: &'static Kernels,
+    precision: Precision,
+}
+
 /// A linear layer: weights packed for the GEMM microkernel, and a bias.
 struct Linear {
-    w: PackedB,
+    w: PackedLinear,
     b: Vec<f32>,
 }
 
 impl Linear {
     /// Loads `name.weight` (`out x in`) and `name.bias`.
-    fn load(w: &Weights, name: &str, out: usize, inp: usize, k: &'static Kernels) -> Result<Self> {
+    fn load(w: &Weights, name: &str, out: usize, inp: usize, p: Packing) -> Result<Self> {
         let weight = w.get_f32(&format!("{name}.weight"), &[out, inp])?;
         let bias = w.get_f32(&format!("{name}.bias"), &[out])?;
         Ok(Self {
-            w: PackedB::from_nk(weight.data(), out, inp, k)?,
+            w: PackedLinear::from_nk(weight.data(), out, inp, p.kernels, p.precision)?,
             b: bias.into_data(),
         })
     }
 
     /// `Q`, `K` and `V` stacked into one `3H x H` projection.
-    fn load_fused(w: &Weights, names: [&str; 3], h: usize, k: &'static Kernels) -> Result<Self> {
+    fn load_fused(w: &Weights, names: [&str; 3], h: usize, p: Packing) -> Result<Self> {
         let mut weight = Vec::with_capacity(3 * h * h);
         let mut bias = Vec::with_capacity(3 * h);
         for name in names {
@@ -60,13 +67,13 @@ impl Linear {
             bias.extend_from_slice(w.get_f32(&format!("{name}.bias"), &[h])?.data());
         }
         Ok(Self {
-            w: PackedB::from_nk(&weight, 3 * h, h, k)?,
+            w: PackedLinear::from_nk(&weight, 3 * h, h, p.kernels, p.precision)?,
             b: bias,
         })
     }
 
     fn forward(&self, x: &[f32], rows: usize, act: Activation, out: &mut [f32]) -> Result<()> {
-        gemm(x, rows, &self.w, Some(&self.b), act, out)
+        self.w.gemm(x, rows, Some(&self.b), act, out)
     }
 }
 
@@ -97,6 +104,7 @@ struct Layer {
 pub struct BertModel {
     cfg: BertConfig,
     kernels: &'static Kernels,
+    precision: Precision,
     act: Activation,
     word: Vec<f32>,
     position: Vec<f32>,
@@ -112,15 +120,31 @@ impl std::fmt::Debug for BertModel {
             .field("hidden", &self.cfg.hidden_size)
             .field("layers", &self.layers.len())
             .field("isa", &self.kernels.isa)
+            .field("precision", &self.precision)
             .finish()
     }
 }
 
 impl BertModel {
     /// Builds the encoder from `weights` (names with or without the `bert.` prefix),
-    /// packing every projection once for the active ISA.
+    /// packing every projection once for the active ISA, in f32.
     pub fn load(cfg: &BertConfig, weights: &Weights) -> Result<Self> {
+        Self::load_with(cfg, weights, Precision::F32)
+    }
+
+    /// [`Self::load`] with the encoder layers' projections in `precision` (the
+    /// pooler, embeddings, norms, softmax and activations stay f32). bf16 and int8
+    /// need a path with such kernels ([`Kernels::lowp`]), else [`Error::Unsupported`].
+    pub fn load_with(cfg: &BertConfig, weights: &Weights, precision: Precision) -> Result<Self> {
         let kern = kernels::try_active()?;
+        let pack = Packing {
+            kernels: kern,
+            precision,
+        };
+        let f32_pack = Packing {
+            kernels: kern,
+            precision: Precision::F32,
+        };
         let act = cfg.activation().map_err(|reason| Error::Config {
             path: weights.path().to_path_buf(),
             reason,
@@ -138,28 +162,29 @@ impl BertModel {
             let k = format!("{p}.attention.self.key");
             let v = format!("{p}.attention.self.value");
             layers.push(Layer {
-                qkv: Linear::load_fused(weights, [&q, &k, &v], h, kern)?,
+                qkv: Linear::load_fused(weights, [&q, &k, &v], h, pack)?,
                 attn_out: Linear::load(
                     weights,
                     &format!("{p}.attention.output.dense"),
                     h,
                     h,
-                    kern,
+                    pack,
                 )?,
                 attn_norm: Norm::load(weights, &format!("{p}.attention.output.LayerNorm"), h)?,
-                up: Linear::load(weights, &format!("{p}.intermediate.dense"), inter, h, kern)?,
-                down: Linear::load(weights, &format!("{p}.output.dense"), h, inter, kern)?,
+                up: Linear::load(weights, &format!("{p}.intermediate.dense"), inter, h, pack)?,
+                down: Linear::load(weights, &format!("{p}.output.dense"), h, inter, pack)?,
                 out_norm: Norm::load(weights, &format!("{p}.output.LayerNorm"), h)?,
             });
         }
         let pooler = match weights.view("pooler.dense.weight") {
-            Ok(_) => Some(Linear::load(weights, "pooler.dense", h, h, kern)?),
+            Ok(_) => Some(Linear::load(weights, "pooler.dense", h, h, f32_pack)?),
             Err(Error::MissingTensor { .. }) => None,
             Err(e) => return Err(e),
         };
         Ok(Self {
             cfg: cfg.clone(),
             kernels: kern,
+            precision,
             act,
             word: emb("word_embeddings", cfg.vocab_size)?,
             position: emb("position_embeddings", cfg.max_position_embeddings)?,
@@ -188,6 +213,11 @@ impl BertModel {
     /// The kernel table the weights were packed for.
     pub fn kernels(&self) -> &'static Kernels {
         self.kernels
+    }
+
+    /// The precision of the encoder layers' matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Checks a batch against the model: offsets, id ranges, sequence lengths.
