@@ -49,6 +49,9 @@ pub struct BuildInfo {
     pub isa: Isa,
     /// Every ISA path this CPU supports.
     pub supported_isas: Vec<Isa>,
+    /// Precisions the ISA path in use runs natively (`f32`, and `bf16`, `int8`
+    /// where it has those kernels).
+    pub dtypes: Vec<&'static str>,
     /// Threads of the compute pool.
     pub threads: usize,
     /// Cargo features compiled in.
@@ -62,9 +65,16 @@ pub fn build_info() -> BuildInfo {
     } else {
         vec![]
     };
+    let active = kernels::active();
+    let dtypes = if active.lowp.is_some() {
+        Precision::ALL.iter().map(|p| p.name()).collect()
+    } else {
+        vec![Precision::F32.name()]
+    };
     BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
-        isa: kernels::active().isa,
+        isa: active.isa,
+        dtypes,
         supported_isas: Isa::supported(),
         threads: kernels::threads::num_threads(),
         features,

@@ -29,6 +29,7 @@ class BuildInfo(TypedDict):
     version: str
     isa: str
     supported_isas: list[str]
+    dtypes: list[str]
     threads: int
     features: list[str]
 
@@ -40,8 +41,18 @@ class ModelInfo(TypedDict):
     dim: int
     max_seq_length: int
     dtype: str
+    requested_dtype: str
     isa: str
+    gemm_kernel: str
+    quality: Quality | None
+    note: str | None
     threads: int
+
+@type_check_only
+class Quality(TypedDict):
+    min_cosine: float
+    mean_cosine: float
+    probes: int
 
 @type_check_only
 class BatcherStats(TypedDict):
@@ -72,6 +83,7 @@ class Embedder:
         *,
         dtype: str | None = None,
         threads: int | None = None,
+        quality_floor: float | None = None,
         max_batch_tokens: int = 16384,
         max_wait_ms: float = 2.0,
         max_queue: int = 4096,
@@ -121,7 +133,13 @@ class Embedder:
 @final
 class Classifier:
     @staticmethod
-    def load(path: str | os.PathLike[str], *, dtype: str | None = None, threads: int | None = None) -> Classifier: ...
+    def load(
+        path: str | os.PathLike[str],
+        *,
+        dtype: str | None = None,
+        threads: int | None = None,
+        quality_floor: float | None = None,
+    ) -> Classifier: ...
     def predict(self, texts: str | Sequence[str]) -> list[list[tuple[str, float]]]: ...
     def logits(self, texts: str | Sequence[str], *, truncate: bool = True) -> npt.NDArray[np.float32]: ...
     @property
@@ -132,7 +150,13 @@ class Classifier:
 @final
 class Reranker:
     @staticmethod
-    def load(path: str | os.PathLike[str], *, dtype: str | None = None, threads: int | None = None) -> Reranker: ...
+    def load(
+        path: str | os.PathLike[str],
+        *,
+        dtype: str | None = None,
+        threads: int | None = None,
+        quality_floor: float | None = None,
+    ) -> Reranker: ...
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None) -> list[tuple[int, float]]: ...
     @property
     def model_info(self) -> ModelInfo: ...

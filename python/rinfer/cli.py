@@ -45,16 +45,33 @@ def _embed(args: argparse.Namespace) -> int:
 
     import rinfer
 
-    model = rinfer.Embedder.load(args.model or rinfer.default_model_path(), threads=args.threads)
+    model = rinfer.Embedder.load(
+        args.model or rinfer.default_model_path(),
+        threads=args.threads,
+        dtype=args.dtype,
+        quality_floor=args.quality_floor,
+    )
     info = model.model_info
-    logging.getLogger("rinfer").info(
-        "model %s dim=%d dtype=%s isa=%s threads=%d",
+    log = logging.getLogger("rinfer")
+    if info["note"]:
+        log.warning("%s", info["note"])
+    log.info(
+        "model %s dim=%d dtype=%s gemm=%s isa=%s threads=%d",
         info["path"],
         info["dim"],
         info["dtype"],
+        info["gemm_kernel"],
         info["isa"],
         info["threads"],
     )
+    if info["quality"]:
+        q = info["quality"]
+        log.info(
+            "quality vs f32 on %d probe texts: min cosine %.6f, mean %.6f",
+            q["probes"],
+            q["min_cosine"],
+            q["mean_cosine"],
+        )
     progress = _Progress(args.progress or sys.stderr.isatty())
     done = 0
     batch: list[str] = []
@@ -112,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port to listen on (default 8000)")
     s.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
+    s.add_argument(
+        "--dtype",
+        choices=["f32", "bf16", "int8"],
+        help="precision of the matrix products: f32 (exact, default), bf16 or int8 (faster; the "
+        "loss is measured at load and reported)",
+    )
+    s.add_argument(
+        "--quality-floor",
+        type=float,
+        help="bf16/int8: fail to load when the probe-set cosine to f32 is under this (default 0.999 bf16, 0.99 int8)",
+    )
     s.add_argument("--max-batch-tokens", type=int, help="tokens per engine batch (default 16384)")
     s.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill, ms (default 2)")
     s.add_argument("--max-queue", type=int, help="requests that may wait before 503 (default 1024)")
@@ -127,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("embed", help="embed lines of stdin; one JSON array per line on stdout")
     e.add_argument("--model", help="model folder (default: rinfer.default_model_path())")
     e.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
+    e.add_argument(
+        "--dtype",
+        choices=["f32", "bf16", "int8"],
+        help="precision of the matrix products: f32 (exact, default), bf16 or int8 (faster; the "
+        "loss is measured at load and reported)",
+    )
+    e.add_argument(
+        "--quality-floor",
+        type=float,
+        help="bf16/int8: fail to load when the probe-set cosine to f32 is under this (default 0.999 bf16, 0.99 int8)",
+    )
     e.add_argument("--batch-size", type=int, default=256, help="lines per engine call (default 256)")
     e.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalise (default: as the model)"

@@ -14,8 +14,9 @@ use pyo3::types::{PyDict, PyString};
 
 use super::errors::{to_py, RinferError};
 use crate::batcher::{Batcher, BatcherConfig, Submit};
-use crate::engine::{Classifier, Embedder, EncodeOptions, ModelInfo, Reranker};
+use crate::engine::{Classifier, Embedder, EncodeOptions, LoadOptions, ModelInfo, Reranker};
 use crate::error::Error;
+use crate::kernels::Precision;
 
 /// Texts from a `str` (single = true) or a sequence of `str`.
 fn texts_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<String>, bool)> {
@@ -67,18 +68,22 @@ fn info_dict<'py>(py: Python<'py>, info: &ModelInfo) -> PyResult<Bound<'py, PyDi
     d.set_item("dim", info.dim)?;
     d.set_item("max_seq_length", info.max_seq_length)?;
     d.set_item("dtype", info.dtype)?;
+    d.set_item("requested_dtype", info.requested_dtype)?;
     d.set_item("isa", info.isa)?;
+    d.set_item("gemm_kernel", &info.gemm_kernel)?;
+    match &info.quality {
+        Some(q) => {
+            let qd = PyDict::new(py);
+            qd.set_item("min_cosine", q.min_cosine)?;
+            qd.set_item("mean_cosine", q.mean_cosine)?;
+            qd.set_item("probes", q.probes)?;
+            d.set_item("quality", qd)?;
+        }
+        None => d.set_item("quality", py.None())?,
+    }
+    d.set_item("note", &info.note)?;
     d.set_item("threads", crate::kernels::threads::num_threads())?;
     Ok(d)
-}
-
-fn check_dtype(dtype: Option<&str>) -> PyResult<()> {
-    match dtype {
-        None | Some("f32") | Some("float32") => Ok(()),
-        Some(other) => Err(to_py(Error::InvalidInput(format!(
-            "dtype `{other}` is not available (supported: f32)"
-        )))),
-    }
 }
 
 /// Checks the options, then loads with the GIL released.
@@ -86,11 +91,26 @@ fn load_model<T: Send>(
     py: Python<'_>,
     dtype: Option<&str>,
     threads: Option<usize>,
-    load: impl FnOnce() -> Result<T, Error> + Send,
+    quality_floor: Option<f32>,
+    load: impl FnOnce(LoadOptions) -> Result<T, Error> + Send,
 ) -> PyResult<Arc<T>> {
-    check_dtype(dtype)?;
+    let dtype = match dtype {
+        Some(d) => Precision::parse(d).map_err(to_py)?,
+        None => Precision::F32,
+    };
+    if let Some(f) = quality_floor {
+        if !(f.is_finite() && (-1.0..=1.0).contains(&f)) {
+            return Err(to_py(Error::InvalidInput(format!(
+                "quality_floor must be a cosine in [-1, 1], got {f}"
+            ))));
+        }
+    }
     set_threads(threads)?;
-    Ok(Arc::new(detached(py, load)?))
+    let opts = LoadOptions {
+        dtype,
+        quality_floor,
+    };
+    Ok(Arc::new(detached(py, move || load(opts))?))
 }
 
 fn set_threads(threads: Option<usize>) -> PyResult<()> {
@@ -187,12 +207,14 @@ impl Drop for PyEmbedder {
 impl PyEmbedder {
     /// Loads a model folder.
     #[staticmethod]
-    #[pyo3(signature = (path, *, dtype=None, threads=None, max_batch_tokens=16384, max_wait_ms=2.0, max_queue=4096))]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, quality_floor=None, max_batch_tokens=16384, max_wait_ms=2.0, max_queue=4096))]
+    #[allow(clippy::too_many_arguments)]
     fn load(
         py: Python<'_>,
         path: std::path::PathBuf,
         dtype: Option<&str>,
         threads: Option<usize>,
+        quality_floor: Option<f32>,
         max_batch_tokens: usize,
         max_wait_ms: f64,
         max_queue: usize,
@@ -207,7 +229,9 @@ impl PyEmbedder {
             )));
         }
         Ok(Self {
-            inner: load_model(py, dtype, threads, move || Embedder::load(&path))?,
+            inner: load_model(py, dtype, threads, quality_floor, move |o| {
+                Embedder::load_with(&path, &o)
+            })?,
             cfg: BatcherConfig {
                 max_batch_tokens,
                 max_wait: Duration::from_secs_f64(max_wait_ms / 1000.0),
@@ -453,15 +477,18 @@ pub struct PyClassifier {
 impl PyClassifier {
     /// Loads a sequence-classification model folder.
     #[staticmethod]
-    #[pyo3(signature = (path, *, dtype=None, threads=None))]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, quality_floor=None))]
     fn load(
         py: Python<'_>,
         path: std::path::PathBuf,
         dtype: Option<&str>,
         threads: Option<usize>,
+        quality_floor: Option<f32>,
     ) -> PyResult<Self> {
         Ok(Self {
-            inner: load_model(py, dtype, threads, move || Classifier::load(&path))?,
+            inner: load_model(py, dtype, threads, quality_floor, move |o| {
+                Classifier::load_with(&path, &o)
+            })?,
         })
     }
 
@@ -517,15 +544,18 @@ pub struct PyReranker {
 impl PyReranker {
     /// Loads a cross-encoder folder (one-logit sequence classifier).
     #[staticmethod]
-    #[pyo3(signature = (path, *, dtype=None, threads=None))]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, quality_floor=None))]
     fn load(
         py: Python<'_>,
         path: std::path::PathBuf,
         dtype: Option<&str>,
         threads: Option<usize>,
+        quality_floor: Option<f32>,
     ) -> PyResult<Self> {
         Ok(Self {
-            inner: load_model(py, dtype, threads, move || Reranker::load(&path))?,
+            inner: load_model(py, dtype, threads, quality_floor, move |o| {
+                Reranker::load_with(&path, &o)
+            })?,
         })
     }
 

@@ -58,7 +58,8 @@ pub fn to_py(e: Error) -> PyErr {
         | Error::MissingTensor { .. }
         | Error::ShapeMismatch { .. }
         | Error::DTypeMismatch { .. }
-        | Error::Config { .. } => ModelLoadError::new_err(msg),
+        | Error::Config { .. }
+        | Error::QualityBelowFloor { .. } => ModelLoadError::new_err(msg),
         Error::InputTooLong { .. } => InputTooLongError::new_err(msg),
         Error::InvalidInput(_) | Error::Tokenizer(_) => InvalidInputError::new_err(msg),
         Error::Overloaded { .. } => OverloadedError::new_err(msg),

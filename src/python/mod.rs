@@ -20,6 +20,7 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
             .map(|i| i.name())
             .collect::<Vec<_>>(),
     )?;
+    d.set_item("dtypes", info.dtypes)?;
     d.set_item("threads", info.threads)?;
     d.set_item("features", info.features)?;
     Ok(d)

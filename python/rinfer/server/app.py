@@ -61,13 +61,25 @@ def _probe_head(head) -> None:
 
 def _log_ready(s: Settings, kind: str, info: dict) -> None:
     build = rinfer.build_info()
+    if info.get("note"):
+        log.warning("%s", info["note"])
+    quality = info.get("quality")
+    if quality:
+        log.info(
+            "%s quality vs f32 on %d probe texts: min cosine %.6f, mean %.6f",
+            info["dtype"],
+            quality["probes"],
+            quality["min_cosine"],
+            quality["mean_cosine"],
+        )
     log.info(
-        "ready: %s model=%s dim=%d max_len=%d dtype=%s isa=%s threads=%d version=%s",
+        "ready: %s model=%s dim=%d max_len=%d dtype=%s gemm=%s isa=%s threads=%d version=%s",
         kind,
         s.model_name,
         info["dim"],
         info["max_seq_length"],
         info["dtype"],
+        info["gemm_kernel"],
         build["isa"],
         build["threads"],
         build["version"],
@@ -86,6 +98,8 @@ async def lifespan(app: FastAPI):
             rinfer.Embedder.load,
             path,
             threads=s.threads,
+            dtype=s.dtype,
+            quality_floor=s.quality_floor,
             max_batch_tokens=s.max_batch_tokens,
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
@@ -96,7 +110,9 @@ async def lifespan(app: FastAPI):
         runner.start()
     else:
         loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker
-        model = await asyncio.to_thread(loader.load, path, threads=s.threads)
+        model = await asyncio.to_thread(
+            loader.load, path, threads=s.threads, dtype=s.dtype, quality_floor=s.quality_floor
+        )
         await asyncio.to_thread(_probe_head, model)
     setattr(app.state, kind, model)
     app.state.kind = kind

@@ -1,5 +1,6 @@
-"""Prometheus metrics: requests and latency by route and status, and the batcher's
-queue depth, batches, texts, tokens and rejections (read at scrape time)."""
+"""Prometheus metrics: requests and latency by route and status, the batcher's
+queue depth, batches, texts, tokens and rejections, and the reduced-precision
+quality measured at load (read at scrape time)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ class BatcherCollector:
         self.app = app
 
     def collect(self):
+        kind = getattr(self.app.state, "kind", None)
+        loaded = getattr(self.app.state, kind, None) if kind else None
+        if loaded is not None:
+            info = loaded.model_info
+            quality = info.get("quality") or {"min_cosine": 1.0, "mean_cosine": 1.0}
+            for key, doc in [
+                ("min_cosine", "lowest cosine to f32 on the probe set (1 for f32)"),
+                ("mean_cosine", "mean cosine to f32 on the probe set (1 for f32)"),
+            ]:
+                g = GaugeMetricFamily(f"rinfer_quality_{key}", doc, labels=["dtype"])
+                g.add_metric([info["dtype"]], quality[key])
+                yield g
         model = getattr(self.app.state, "embedder", None)
         stats = model.batcher_stats() if model is not None else {}
         g = GaugeMetricFamily("rinfer_queue_depth", "requests waiting in the batcher")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,6 +18,16 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     threads: int | None = Field(None, ge=1, description="compute threads; default: the CPUs allowed")
+    dtype: Literal["f32", "bf16", "int8"] = Field(
+        "f32", description="precision of the matrix products: f32 (exact), bf16 or int8 (faster, measured loss)"
+    )
+    quality_floor: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="bf16/int8: refuse to start when the probe-set cosine to f32 is under this "
+        "(default 0.999 bf16, 0.99 int8)",
+    )
     max_batch_tokens: int = Field(16384, ge=1, description="tokens per engine batch")
     max_wait_ms: float = Field(2.0, ge=0, description="longest a request waits for others to batch with")
     max_queue: int = Field(1024, ge=1, description="requests that may wait; more get 503")
