@@ -1,6 +1,6 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
-ISAS := generic avx2 avx512
+ISAS := generic avx2 avx512 avx512bf16
 
 .PHONY: test serve model lint bench bench-peers bench-model fmt python
 
@@ -12,8 +12,8 @@ PY := $(VENV)/bin/python
 test: model python
 	cargo test --locked
 	@for isa in $(ISAS); do \
-	  echo "== kernels, GEMM and parity with RINFER_ISA=$$isa"; \
-	  RINFER_ISA=$$isa cargo test --locked -q --test kernels --test gemm --test parity || exit 1; \
+	  echo "== kernels, GEMM, bf16/int8 and parity with RINFER_ISA=$$isa"; \
+	  RINFER_ISA=$$isa cargo test --locked -q --test kernels --test gemm --test lowp --test parity --test lowp_model || exit 1; \
 	done
 	$(PY) -m pytest tests/python -q
 	$(PY) -m mypy.stubtest rinfer._rinfer

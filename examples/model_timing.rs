@@ -2,16 +2,18 @@
 //! case; used by `benches/peers/model_peers.py` to put rinfer beside PyTorch and
 //! ONNX Runtime on the same ids in one run.
 //!
-//! usage: model_timing MODEL_DIR CASES_JSON REPS
-//!   MODEL_DIR   sentence-transformers folder
-//!   CASES_JSON  {"cases": [{"name": .., "ids": [[..], ..], "reps": optional}], "texts": [..]}
-//!   REPS        timed repetitions per case (median reported), after one warm-up
+//! usage: model_timing MODEL_DIR CASES_JSON REPS [DTYPE [VECTORS_OUT]]
+//!   MODEL_DIR    sentence-transformers folder
+//!   CASES_JSON   {"cases": [{"name": .., "ids": [[..], ..], "reps": optional}], "texts": [..]}
+//!   REPS         timed repetitions per case (median reported), after one warm-up
+//!   DTYPE        f32 (default), bf16 or int8
+//!   VECTORS_OUT  file to write the vectors of "texts" to (little-endian f32, row-major)
 //! Threads: RINFER_NUM_THREADS. Besides the cases it times tokenization alone and
 //! end to end (strings in, vectors out) on "texts".
 
 use std::time::Instant;
 
-use rinfer::{Embedder, EncodeOptions};
+use rinfer::{Embedder, EncodeOptions, LoadOptions, Precision};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -33,15 +35,27 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 3 {
-        eprintln!("usage: model_timing MODEL_DIR CASES_JSON REPS");
+    if !(3..=5).contains(&args.len()) {
+        eprintln!("usage: model_timing MODEL_DIR CASES_JSON REPS [DTYPE [VECTORS_OUT]]");
         std::process::exit(2);
     }
     let reps: usize = args[2].parse().unwrap_or(10).max(1);
-    let model = Embedder::load(&args[0]).unwrap_or_else(|e| {
+    let dtype = Precision::parse(args.get(3).map_or("f32", |s| s.as_str())).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let load = LoadOptions {
+        dtype,
+        quality_floor: Some(-1.0),
+    };
+    let model = Embedder::load_with(&args[0], &load).unwrap_or_else(|e| {
         eprintln!("cannot load model: {e}");
         std::process::exit(1)
     });
+    if let Some(note) = model.info().note {
+        eprintln!("{note}");
+        std::process::exit(1);
+    }
     let spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&args[1]).expect("cases file"))
             .expect("JSON");
@@ -69,4 +83,9 @@ fn main() {
         model.encode_with(&texts, &opts).expect("encode");
     });
     println!("{{\"case\":\"end_to_end\",\"seconds\":{e2e:.6e}}}");
+    if let Some(path) = args.get(4) {
+        let vectors = model.encode_with(&texts, &opts).expect("encode");
+        let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(path, bytes).expect("write vectors");
+    }
 }

@@ -12,9 +12,11 @@ mod common;
 use common::{f32s, golden, minilm_dir, root, strings};
 use ndarray::Array2;
 use rinfer::quality::{cosine, PROBE_TEXTS};
-use rinfer::{kernels, Embedder, Error, LoadOptions, Precision};
+use rinfer::{kernels, Embedder, Error, Isa, LoadOptions, Precision};
 
-/// Whether the active path has bf16/int8 kernels; says so on stderr when not.
+/// Whether the active path has SIMD bf16/int8 kernels; says so on stderr when not.
+/// (The generic path's scalar ones are checked against the references in
+/// `tests/lowp.rs`; a whole model on them would take minutes.)
 fn lowp_available() -> bool {
     let kern = kernels::active();
     if kern.lowp.is_none() {
@@ -22,6 +24,9 @@ fn lowp_available() -> bool {
             "SKIPPED: the active path `{}` has no bf16/int8 kernels (only the fallback test applies)",
             kern.isa
         );
+    } else if kern.isa == Isa::Generic {
+        eprintln!("SKIPPED: model-level bf16/int8 on the scalar generic path (too slow; kernels tested in tests/lowp.rs)");
+        return false;
     }
     kern.lowp.is_some()
 }
@@ -198,7 +203,9 @@ fn fallback_to_f32_is_reported() {
     let model = load(Precision::Bf16);
     let info = model.info();
     assert_eq!(info.requested_dtype, "bf16");
-    if kernels::active().lowp.is_some() {
+    if kernels::active().isa == Isa::Generic {
+        eprintln!("SKIPPED: a whole model on the scalar generic path (too slow)");
+    } else if kernels::active().lowp.is_some() {
         assert_eq!(info.dtype, "bf16");
         assert!(info.note.is_none());
     } else {

@@ -5,8 +5,12 @@ Cases: 1 text of 10 tokens; 32 x 16; 32 x 128; 8 x 256; 64 texts of mixed length
 (mostly short, a few near 256). Each at 1 and 2 threads. Peers get padded batches
 (that is how they run); rinfer gets the same ids ragged. Every engine's output
 includes mean pooling and L2 normalisation. Prints sentences/s, tokens/s, median
-latency and rinfer / best peer; tokenization is timed alone and end to end. Writes
-bench-results/model_peers.json and a PNG plot.
+latency and rinfer / best peer; tokenization is timed alone and end to end.
+
+Reduced precision, same run, same cases: rinfer bf16 and int8, PyTorch bf16
+(autocast on CPU) and ONNX Runtime int8 (dynamic quantisation: int8 weights, u8
+activations). Their quality is the cosine of each engine's vectors of the 66 parity
+texts to PyTorch's f32 ones. Writes bench-results/model_peers.json and PNG plots.
 
 Run through ./benches/peers/model_peers.sh.
 """
@@ -23,6 +27,7 @@ import tempfile
 import numpy as np
 import onnxruntime as ort
 import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from sentence_transformers import SentenceTransformer
 from timing import median_time
 
@@ -99,6 +104,105 @@ def mean_pool_normalize(h: np.ndarray, m: np.ndarray) -> np.ndarray:
     return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
 
 
+LOWP_ENGINES = ("rinfer f32", "rinfer bf16", "rinfer int8", "torch bf16", "onnxruntime int8")
+
+
+def lowp_case_rows(cases, threads, rinfer, st, sess8) -> list[dict]:
+    """One row per case: rinfer f32/bf16/int8, PyTorch bf16 autocast, ORT int8."""
+    out = []
+    for c in cases:
+        x_c, m_c = padded(c["ids"])
+        feats = {
+            "input_ids": torch.from_numpy(x_c),
+            "attention_mask": torch.from_numpy(m_c),
+            "token_type_ids": torch.zeros_like(torch.from_numpy(x_c)),
+        }
+
+        def torch_bf16(feats=feats):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return st(feats)["sentence_embedding"].float()
+
+        feed = {"input_ids": x_c, "attention_mask": m_c, "token_type_ids": np.zeros_like(x_c)}
+        row = {
+            "case": c["name"],
+            "threads": threads,
+            "sentences": len(c["ids"]),
+            "tokens": sum(map(len, c["ids"])),
+            "rinfer f32": rinfer["f32"][c["name"]],
+            "rinfer bf16": rinfer["bf16"][c["name"]],
+            "rinfer int8": rinfer["int8"][c["name"]],
+            "torch bf16": median_time(torch_bf16, c["reps"]),
+            "onnxruntime int8": median_time(
+                lambda feed=feed, m_c=m_c: mean_pool_normalize(sess8.run(None, feed)[0], m_c), c["reps"]
+            ),
+        }
+        print(
+            f"t={threads} {c['name']:>10}: " + "  ".join(f"{e} {row[e] * 1e3:.2f} ms" for e in LOWP_ENGINES),
+            flush=True,
+        )
+        out.append(row)
+    return out
+
+
+def lowp_quality(st, sess8, texts, vectors) -> dict:
+    """Min and mean cosine to PyTorch f32 on the parity texts, per engine."""
+    ref = st.encode(texts, convert_to_numpy=True)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = {"torch bf16": st.encode(texts, convert_to_tensor=True).float().numpy()}
+    enc = st.tokenizer(texts, truncation=True, max_length=256, padding=True, return_tensors="np")
+    feed = {
+        "input_ids": enc["input_ids"].astype(np.int64),
+        "attention_mask": enc["attention_mask"].astype(np.int64),
+        "token_type_ids": np.zeros_like(enc["input_ids"], dtype=np.int64),
+    }
+    got["onnxruntime int8"] = mean_pool_normalize(sess8.run(None, feed)[0], feed["attention_mask"])
+    got.update(vectors)
+    out = {}
+    for name, v in got.items():
+        cos = (v * ref).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1))
+        out[name] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    return out
+
+
+def print_lowp(rows: list[dict], quality: dict) -> None:
+    print(
+        "\n| case | threads | rinfer f32 ms | rinfer bf16 ms | rinfer int8 ms | PyTorch bf16 ms | ORT int8 ms "
+        "| bf16 / best reduced peer | bf16 / rinfer f32 | int8 / ORT int8 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        best = min(r["torch bf16"], r["onnxruntime int8"])
+        print(
+            f"| {r['case']} | {r['threads']} | "
+            + " | ".join(f"{r[e] * 1e3:.2f}" for e in LOWP_ENGINES)
+            + f" | {best / r['rinfer bf16']:.2f} | {r['rinfer f32'] / r['rinfer bf16']:.2f} "
+            f"| {r['onnxruntime int8'] / r['rinfer int8']:.2f} |"
+        )
+    print("\n| engine | min cosine to PyTorch f32 (66 parity texts) | mean cosine |")
+    print("|---|---|---|")
+    for name, q in quality.items():
+        print(f"| {name} | {q['min_cosine']:.6f} | {q['mean_cosine']:.6f} |")
+
+
+def plot_lowp(rows: list[dict], path: pathlib.Path, plt) -> None:
+    thread_list = sorted({r["threads"] for r in rows})
+    fig, axes = plt.subplots(1, len(thread_list), figsize=(8 * len(thread_list), 4.5), squeeze=False)
+    for ax, threads in zip(axes[0], thread_list):
+        sub = [r for r in rows if r["threads"] == threads]
+        xs = np.arange(len(sub))
+        w = 0.8 / len(LOWP_ENGINES)
+        for i, e in enumerate(LOWP_ENGINES):
+            ax.bar(xs + (i - 2) * w, [r["tokens"] / r[e] for r in sub], w, label=e)
+        ax.set_xticks(xs, [r["case"] for r in sub], rotation=20, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("tokens/s (median, log)")
+        ax.set_title(f"all-MiniLM-L6-v2 reduced precision, {threads} thread(s)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"plot: {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--binary", required=True, help="path of the model_timing example binary")
@@ -106,6 +210,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10, help="timed repetitions per figure (median)")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     ap.add_argument("--out", default="bench-results", help="folder for JSON and PNG")
+    ap.add_argument(
+        "--lowp", action=argparse.BooleanOptionalAction, default=True, help="also bf16/int8 columns (default on)"
+    )
     args = ap.parse_args()
 
     cases = make_cases(np.random.default_rng(7))
@@ -117,6 +224,9 @@ def main() -> None:
     onnx_path = work / "minilm.onnx"
     export_onnx(st, onnx_path)
     st.eval()  # exporting can leave modules in training mode (dropout on)
+    onnx_int8 = work / "minilm-int8.onnx"
+    if args.lowp:
+        quantize_dynamic(str(onnx_path), str(onnx_int8), weight_type=QuantType.QInt8)
     cases_path = work / "cases.json"
     cases_path.write_text(json.dumps({"cases": cases, "texts": texts}))
 
@@ -136,7 +246,9 @@ def main() -> None:
         + ", ".join(f"{c['name']} ({sum(map(len, c['ids']))} tokens)" for c in cases)
     )
 
-    rows = []
+    rows: list[dict] = []
+    lowp_rows: list[dict] = []
+    quality: dict = {}
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         so = ort.SessionOptions()
@@ -148,14 +260,23 @@ def main() -> None:
         assert np.abs(mean_pool_normalize(out, m) - ref).max() < 1e-4, "ONNX Runtime disagrees with PyTorch"
 
         env = dict(os.environ, RINFER_NUM_THREADS=str(threads))
-        res = subprocess.run(
-            [args.binary, args.model, str(cases_path), str(args.reps)],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        rinfer = {j["case"]: j["seconds"] for j in map(json.loads, res.splitlines())}
+        rinfer, vectors = {}, {}
+        for dtype in ["f32"] + (["bf16", "int8"] if args.lowp else []):
+            vec_path = work / f"vectors-{dtype}.bin"
+            res = subprocess.run(
+                [args.binary, args.model, str(cases_path), str(args.reps), dtype, str(vec_path)],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            rinfer[dtype] = {j["case"]: j["seconds"] for j in map(json.loads, res.splitlines())}
+            vectors[f"rinfer {dtype}"] = np.fromfile(vec_path, dtype="<f4").reshape(len(texts), -1)
+        if args.lowp:
+            sess8 = ort.InferenceSession(str(onnx_int8), so, providers=["CPUExecutionProvider"])
+            lowp_rows.extend(lowp_case_rows(cases, threads, rinfer, st, sess8))
+            if threads == max(int(t) for t in args.threads.split(",")):
+                quality = lowp_quality(st, sess8, texts, vectors)
 
         for c in cases:
             x_c, m_c = padded(c["ids"])
@@ -177,7 +298,7 @@ def main() -> None:
                     "threads": threads,
                     "sentences": len(c["ids"]),
                     "tokens": sum(map(len, c["ids"])),
-                    "rinfer": rinfer[c["name"]],
+                    "rinfer": rinfer["f32"][c["name"]],
                     "torch": t_pt,
                     "onnxruntime": t_ort,
                 }
@@ -194,7 +315,7 @@ def main() -> None:
                     "threads": threads,
                     "sentences": len(texts),
                     "tokens": ntok,
-                    "rinfer": rinfer[name],
+                    "rinfer": rinfer["f32"][name],
                     "torch": peer,
                     "onnxruntime": None,
                 }
@@ -221,9 +342,14 @@ def main() -> None:
             f"| {r['rinfer'] * 1e3:.2f} | {r['torch'] * 1e3:.2f} | {ort_ms} | {best / r['rinfer']:.2f} |"
         )
 
+    if args.lowp:
+        print_lowp(lowp_rows, quality)
+
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model_peers.json").write_text(json.dumps(rows, indent=2))
+    (out / "model_peers.json").write_text(
+        json.dumps({"f32": rows, "reduced_precision": lowp_rows, "quality": quality}, indent=2)
+    )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,6 +370,8 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(out / "model_peers.png", dpi=100)
     print(f"plot: {out / 'model_peers.png'}")
+    if args.lowp:
+        plot_lowp(lowp_rows, out / "model_peers_lowp.png", plt)
 
 
 if __name__ == "__main__":
