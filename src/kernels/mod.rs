@@ -2,6 +2,7 @@
 //! a table of function pointers is chosen (`RINFER_ISA` may force one), and every
 //! caller goes through that table. All `unsafe` code of the crate lives below here.
 
+pub mod attention;
 pub mod gemm;
 pub mod generic;
 pub mod threads;

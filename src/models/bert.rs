@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::kernels::{self, gemm_serial, Activation, Kernels, PackedB, PackedLinear, Precision};
+use crate::kernels::{self, Activation, Kernels, PackedLinear, Precision};
 use crate::weights::Weights;
 
 /// Tokens of several sequences, concatenated, with no padding.
@@ -338,49 +338,8 @@ impl BertModel {
     /// Scaled dot-product attention for every (sequence, head), from the fused
     /// `[tokens x 3H]` projections into `ctx` `[tokens x H]`.
     fn attention(&self, qkv: &[f32], offsets: &[usize], ctx: &mut [f32]) -> Result<()> {
-        let h = self.cfg.hidden_size;
         let heads = self.cfg.num_attention_heads;
-        let dh = self.cfg.head_dim();
-        let scale = 1.0 / (dh as f32).sqrt();
-        let kern = self.kernels;
-        let jobs: Vec<(usize, usize)> = (0..offsets.len() - 1)
-            .filter(|&s| offsets[s + 1] > offsets[s])
-            .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
-            .collect();
-        let outs: Vec<Result<Vec<f32>>> = jobs
-            .par_iter()
-            .map(|&(s, hd)| {
-                let (start, len) = (offsets[s], offsets[s + 1] - offsets[s]);
-                let mut q = Vec::with_capacity(len * dh);
-                let mut k = Vec::with_capacity(len * dh);
-                let mut v = Vec::with_capacity(len * dh);
-                for tok in start..start + len {
-                    let row = &qkv[tok * 3 * h..(tok + 1) * 3 * h];
-                    q.extend(row[hd * dh..(hd + 1) * dh].iter().map(|x| x * scale));
-                    k.extend_from_slice(&row[h + hd * dh..h + (hd + 1) * dh]);
-                    v.extend_from_slice(&row[2 * h + hd * dh..2 * h + (hd + 1) * dh]);
-                }
-                // scores = (Q / sqrt(dh)) · Kᵀ: K is [len x dh], i.e. Kᵀ in `n x k` layout.
-                let kt = PackedB::from_nk(&k, len, dh, kern)?;
-                let mut scores = vec![0.0f32; len * len];
-                gemm_serial(&q, len, &kt, None, Activation::None, &mut scores)?;
-                for row in scores.chunks_exact_mut(len) {
-                    (kern.softmax)(row, None);
-                }
-                let vp = PackedB::from_kn(&v, len, dh, kern)?;
-                let mut out = vec![0.0f32; len * dh];
-                gemm_serial(&scores, len, &vp, None, Activation::None, &mut out)?;
-                Ok(out)
-            })
-            .collect();
-        for (&(s, hd), out) in jobs.iter().zip(outs) {
-            let out = out?;
-            for (i, tok) in (offsets[s]..offsets[s + 1]).enumerate() {
-                ctx[tok * h + hd * dh..tok * h + (hd + 1) * dh]
-                    .copy_from_slice(&out[i * dh..(i + 1) * dh]);
-            }
-        }
-        Ok(())
+        kernels::attention::attention(self.kernels, qkv, offsets, heads, self.cfg.head_dim(), ctx)
     }
 
     /// The pooler: `tanh(W · x + b)` on each row of `x` (`[rows x hidden]`).

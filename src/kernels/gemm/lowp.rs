@@ -302,16 +302,21 @@ fn sweep(
                 let at = (r - r0) * ldc + p * LOWP_NR - base;
                 tile(r, rows, p, &mut c[at..]);
             }
+            // Bias and activation while the tile row is still in L1.
+            let part = Part {
+                c: &mut *c,
+                ldc,
+                base,
+            };
+            part.finish(
+                kern,
+                bias,
+                act,
+                r - r0..r - r0 + rows,
+                g0 * LOWP_NR..(g1 * LOWP_NR).min(n),
+            );
             r += rows;
         }
-        let part = Part { c, ldc, base };
-        part.finish(
-            kern,
-            bias,
-            act,
-            0..r1 - r0,
-            g0 * LOWP_NR..(g1 * LOWP_NR).min(n),
-        );
         g0 = g1;
     }
 }

@@ -62,45 +62,85 @@ impl PackedB {
     /// Packs a row-major `K x N` matrix `b`.
     pub fn from_kn(b: &[f32], k: usize, n: usize, kernels: &'static Kernels) -> Result<Self> {
         check_len("B", b.len(), k, n)?;
-        Ok(Self::pack(k, n, kernels, |kk, nn| b[kk * n + nn]))
+        let mut packed = Self::empty(kernels);
+        packed.refill_rows(k, n, |kk| &b[kk * n..(kk + 1) * n]);
+        Ok(packed)
     }
 
     /// Packs the transpose of a row-major `N x K` matrix `w`, the layout of a
     /// PyTorch `Linear` weight (`out_features x in_features`): `C = A·Wᵀ`.
     pub fn from_nk(w: &[f32], n: usize, k: usize, kernels: &'static Kernels) -> Result<Self> {
         check_len("W", w.len(), n, k)?;
-        Ok(Self::pack(k, n, kernels, |kk, nn| w[nn * k + kk]))
+        let mut packed = Self::empty(kernels);
+        packed.refill_cols(k, n, 1.0, |nn| &w[nn * k..(nn + 1) * k]);
+        Ok(packed)
     }
 
-    fn pack(
-        k: usize,
-        n: usize,
-        kernels: &'static Kernels,
-        at: impl Fn(usize, usize) -> f32,
-    ) -> Self {
-        let nr = kernels.nr;
-        let panels = n.div_ceil(nr);
-        let mut data = vec![0.0f32; panels * k * nr + ALIGN_FLOATS];
-        let offset = data
+    /// A `0 x 0` matrix to refill later (scratch reused across calls).
+    pub fn empty(kernels: &'static Kernels) -> Self {
+        PackedB {
+            kernels,
+            k: 0,
+            n: 0,
+            data: Vec::new(),
+            offset: 0,
+        }
+    }
+
+    /// Sizes the buffer for `K x N` (reusing its memory) and returns the panels.
+    fn resize(&mut self, k: usize, n: usize) -> &mut [f32] {
+        let nr = self.kernels.nr;
+        let need = n.div_ceil(nr) * k * nr + ALIGN_FLOATS;
+        if self.data.len() < need {
+            self.data.resize(need, 0.0);
+        }
+        self.offset = self
+            .data
             .as_ptr()
             .align_offset(ALIGN_FLOATS * 4)
             .min(ALIGN_FLOATS);
-        let body = &mut data[offset..];
-        for p in 0..panels {
-            let panel = &mut body[p * k * nr..(p + 1) * k * nr];
+        self.k = k;
+        self.n = n;
+        &mut self.data[self.offset..need - ALIGN_FLOATS + self.offset]
+    }
+
+    /// Packs `K x N` from its rows: `row(kk)` is row `kk` (`N` values).
+    pub fn refill_rows<'a>(&mut self, k: usize, n: usize, row: impl Fn(usize) -> &'a [f32]) {
+        let nr = self.kernels.nr;
+        let body = self.resize(k, n);
+        for (p, panel) in body.chunks_exact_mut(k * nr.max(1)).enumerate() {
             let cols = nr.min(n - p * nr);
-            for kk in 0..k {
-                for j in 0..cols {
-                    panel[kk * nr + j] = at(kk, p * nr + j);
-                }
+            for (kk, group) in panel.chunks_exact_mut(nr).enumerate() {
+                group[..cols].copy_from_slice(&row(kk)[p * nr..p * nr + cols]);
+                group[cols..].fill(0.0);
             }
         }
-        PackedB {
-            kernels,
-            k,
-            n,
-            data,
-            offset,
+    }
+
+    /// Packs `K x N` times `scale` from its columns: `col(nn)` is column `nn`
+    /// (`K` values), i.e. row `nn` of the transpose.
+    pub fn refill_cols<'a>(
+        &mut self,
+        k: usize,
+        n: usize,
+        scale: f32,
+        col: impl Fn(usize) -> &'a [f32],
+    ) {
+        let nr = self.kernels.nr;
+        let body = self.resize(k, n);
+        for (p, panel) in body.chunks_exact_mut(k * nr.max(1)).enumerate() {
+            let cols = nr.min(n - p * nr);
+            for j in 0..nr {
+                if j < cols {
+                    for (kk, v) in col(p * nr + j)[..k].iter().enumerate() {
+                        panel[kk * nr + j] = v * scale;
+                    }
+                } else {
+                    for kk in 0..k {
+                        panel[kk * nr + j] = 0.0;
+                    }
+                }
+            }
         }
     }
 
@@ -167,6 +207,7 @@ pub fn gemm_serial(
     if m > 0 && b.n > 0 {
         let job = Job {
             a,
+            lda: b.k,
             b,
             bias,
             act,
@@ -175,6 +216,44 @@ pub fn gemm_serial(
             p1: b.n.div_ceil(b.kernels.nr),
         };
         compute(&job, c, b.n);
+    }
+    Ok(())
+}
+
+/// `C = A·B` on the calling thread, with row strides: row `i` of A starts at
+/// `a[i * lda]`, row `i` of C at `c[i * ldc]` (views into wider matrices, such as
+/// one head's columns of the fused QKV projection).
+pub fn gemm_serial_strided(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<()> {
+    let (k, n) = (b.k, b.n);
+    let fits = |len: usize, ld: usize, cols: usize| {
+        m == 0 || (ld >= cols && (m - 1).checked_mul(ld).and_then(|x| x.checked_add(cols)) <= Some(len))
+    };
+    if !fits(a.len(), lda, k) || !fits(c.len(), ldc, n) {
+        return Err(Error::InvalidInput(format!(
+            "strided GEMM: A ({} values, stride {lda}) or C ({} values, stride {ldc}) too small for {m} x {k} x {n}",
+            a.len(),
+            c.len()
+        )));
+    }
+    if m > 0 && n > 0 {
+        let job = Job {
+            a,
+            lda,
+            b,
+            bias: None,
+            act: Activation::None,
+            rows: m,
+            p0: 0,
+            p1: n.div_ceil(b.kernels.nr),
+        };
+        compute(&job, c, ldc);
     }
     Ok(())
 }
@@ -209,6 +288,8 @@ pub(crate) fn check_dims(
 /// written to `c` whose row stride is `ldc` and whose column 0 is panel `p0`.
 struct Job<'a> {
     a: &'a [f32],
+    /// Row stride of `a`.
+    lda: usize,
     b: &'a PackedB,
     bias: Option<&'a [f32]>,
     act: Activation,
@@ -229,6 +310,7 @@ fn run(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, act: Activation, 
         |r0, r1, p0, p1, c, ldc| {
             let job = Job {
                 a: &a[r0 * k..r1 * k],
+                lda: k,
                 b,
                 bias,
                 act,
@@ -322,7 +404,7 @@ fn compute(job: &Job, c: &mut [f32], ldc: usize) {
             while r0 < b1 {
                 let rows = mr.min(b1 - r0);
                 let at = (r0 - b0) * kc;
-                pack_a(job.a, k, r0, rows, k0, kc, mr, &mut apack[at..at + mr * kc]);
+                pack_a(job.a, job.lda, r0, rows, k0, kc, mr, &mut apack[at..at + mr * kc]);
                 r0 += rows;
             }
             let mut g0 = job.p0;
@@ -348,10 +430,11 @@ fn compute(job: &Job, c: &mut [f32], ldc: usize) {
                             k0 > 0,
                         );
                     }
+                    if last {
+                        // Bias and activation while the tile row is still in L1.
+                        epilogue(job, c, ldc, r0, r0 + rows, g0 * nr, (g1 * nr).min(n));
+                    }
                     r0 += rows;
-                }
-                if last {
-                    epilogue(job, c, ldc, b0, b1, g0 * nr, (g1 * nr).min(n));
                 }
                 g0 = g1;
             }
