@@ -13,7 +13,7 @@ test: model python
 	cargo test --locked
 	@for isa in $(ISAS); do \
 	  echo "== kernels, GEMM, bf16/int8 and parity with RINFER_ISA=$$isa"; \
-	  RINFER_ISA=$$isa cargo test --locked -q --test kernels --test gemm --test lowp --test parity --test lowp_model || exit 1; \
+	  RINFER_ISA=$$isa cargo test --locked -q --test kernels --test gemm --test attention --test lowp --test parity --test lowp_model || exit 1; \
 	done
 	$(PY) -m pytest tests/python -q
 	$(PY) -m mypy.stubtest rinfer._rinfer

@@ -108,7 +108,10 @@ impl PackedB {
     pub fn refill_rows<'a>(&mut self, k: usize, n: usize, row: impl Fn(usize) -> &'a [f32]) {
         let nr = self.kernels.nr;
         let body = self.resize(k, n);
-        for (p, panel) in body.chunks_exact_mut(k * nr.max(1)).enumerate() {
+        if k == 0 {
+            return;
+        }
+        for (p, panel) in body.chunks_exact_mut(k * nr).enumerate() {
             let cols = nr.min(n - p * nr);
             for (kk, group) in panel.chunks_exact_mut(nr).enumerate() {
                 group[..cols].copy_from_slice(&row(kk)[p * nr..p * nr + cols]);
@@ -128,7 +131,10 @@ impl PackedB {
     ) {
         let nr = self.kernels.nr;
         let body = self.resize(k, n);
-        for (p, panel) in body.chunks_exact_mut(k * nr.max(1)).enumerate() {
+        if k == 0 {
+            return;
+        }
+        for (p, panel) in body.chunks_exact_mut(k * nr).enumerate() {
             let cols = nr.min(n - p * nr);
             for j in 0..nr {
                 if j < cols {
@@ -233,7 +239,9 @@ pub fn gemm_serial_strided(
 ) -> Result<()> {
     let (k, n) = (b.k, b.n);
     let fits = |len: usize, ld: usize, cols: usize| {
-        m == 0 || (ld >= cols && (m - 1).checked_mul(ld).and_then(|x| x.checked_add(cols)) <= Some(len))
+        m == 0
+            || (ld >= cols
+                && (m - 1).checked_mul(ld).and_then(|x| x.checked_add(cols)) <= Some(len))
     };
     if !fits(a.len(), lda, k) || !fits(c.len(), ldc, n) {
         return Err(Error::InvalidInput(format!(
@@ -404,7 +412,16 @@ fn compute(job: &Job, c: &mut [f32], ldc: usize) {
             while r0 < b1 {
                 let rows = mr.min(b1 - r0);
                 let at = (r0 - b0) * kc;
-                pack_a(job.a, job.lda, r0, rows, k0, kc, mr, &mut apack[at..at + mr * kc]);
+                pack_a(
+                    job.a,
+                    job.lda,
+                    r0,
+                    rows,
+                    k0,
+                    kc,
+                    mr,
+                    &mut apack[at..at + mr * kc],
+                );
                 r0 += rows;
             }
             let mut g0 = job.p0;

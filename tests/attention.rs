@@ -1,0 +1,105 @@
+//! Ragged attention on every ISA path against a naive f64 reference, and the
+//! strided GEMM it is built on.
+
+mod common;
+
+use common::{assert_close, isas, random};
+use rinfer::kernels::{self, attention::attention, gemm::gemm_serial_strided, PackedB};
+
+/// softmax(q kᵀ / sqrt(dh)) v per sequence and head, in f64.
+fn reference(qkv: &[f32], offsets: &[usize], heads: usize, dh: usize) -> Vec<f32> {
+    let h = heads * dh;
+    let t = *offsets.last().unwrap();
+    let mut out = vec![0.0f32; t * h];
+    for w in offsets.windows(2) {
+        for hd in 0..heads {
+            for i in w[0]..w[1] {
+                let at = |tok: usize, which: usize, d: usize| {
+                    qkv[tok * 3 * h + which * h + hd * dh + d] as f64
+                };
+                let s: Vec<f64> = (w[0]..w[1])
+                    .map(|j| {
+                        (0..dh).map(|d| at(i, 0, d) * at(j, 1, d)).sum::<f64>() / (dh as f64).sqrt()
+                    })
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for d in 0..dh {
+                    let v: f64 = (w[0]..w[1]).zip(&e).map(|(j, p)| p / z * at(j, 2, d)).sum();
+                    out[i * h + hd * dh + d] = v as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ragged_attention_matches_reference() {
+    for (heads, dh) in [(1, 1), (2, 7), (3, 16), (12, 32), (2, 33)] {
+        let offsets = [0usize, 1, 1, 14, 17, 50, 51];
+        let t = *offsets.last().unwrap();
+        let qkv = random(t * 3 * heads * dh, (heads * 100 + dh) as u64);
+        let want = reference(&qkv, &offsets, heads, dh);
+        for isa in isas() {
+            let kern = kernels::for_isa(isa).unwrap();
+            for threads in [1, 3] {
+                let mut ctx = vec![f32::NAN; t * heads * dh];
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| attention(kern, &qkv, &offsets, heads, dh, &mut ctx))
+                    .unwrap();
+                assert_close(
+                    &ctx,
+                    &want,
+                    1e-5,
+                    &format!("attention {isa} heads={heads} dh={dh} t={threads}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_checks_sizes() {
+    let kern = kernels::active();
+    let mut ctx = vec![0.0; 8];
+    assert!(attention(kern, &[0.0; 23], &[0, 2], 2, 2, &mut ctx).is_err());
+    assert!(attention(kern, &[0.0; 24], &[0, 3, 2], 2, 2, &mut ctx).is_err());
+}
+
+#[test]
+fn strided_gemm_reads_and_writes_views() {
+    let (m, k, n, lda, ldc) = (7, 5, 9, 11, 13);
+    let a = random(m * lda, 1);
+    let b = random(k * n, 2);
+    let dense: Vec<f32> = (0..m)
+        .flat_map(|i| a[i * lda..i * lda + k].to_vec())
+        .collect();
+    let want = kernels::gemm::reference(&dense, &b, m, k, n, None);
+    for isa in isas() {
+        let packed = PackedB::from_kn(&b, k, n, kernels::for_isa(isa).unwrap()).unwrap();
+        let mut c = vec![-7.0f32; m * ldc];
+        gemm_serial_strided(&a, lda, m, &packed, &mut c, ldc).unwrap();
+        for i in 0..m {
+            assert_close(
+                &c[i * ldc..i * ldc + n],
+                &want[i * n..(i + 1) * n],
+                1e-5,
+                &format!("{isa} row {i}"),
+            );
+            assert!(
+                c[i * ldc + n..(i * ldc + ldc).min(c.len())]
+                    .iter()
+                    .all(|&v| v == -7.0),
+                "{isa}: wrote outside the view"
+            );
+        }
+        assert!(
+            gemm_serial_strided(&a[..lda * (m - 1) + k - 1], lda, m, &packed, &mut c, ldc).is_err()
+        );
+    }
+}
