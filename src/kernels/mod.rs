@@ -172,6 +172,20 @@ pub struct LowpKernels {
     pub quantize_u8: fn(src: &[f32], dst: &mut [u8]) -> (f32, i32),
 }
 
+/// A GEMM microkernel reading A unpacked: like [`MicroKernel`], but row `i` of the
+/// tile's A is `a[i * lda..i * lda + kc]` (no packing pass over A).
+pub type DirectMicroKernel = fn(
+    kc: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+);
+
 /// `x = LayerNorm(x + residual) * gamma + beta` over one row.
 pub type LayerNormFn =
     fn(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32);
@@ -186,6 +200,8 @@ pub struct Kernels {
     pub nr: usize,
     /// The GEMM microkernel.
     pub microkernel: MicroKernel,
+    /// The same tile reading A unpacked, where the path has one (used instead).
+    pub microkernel_direct: Option<DirectMicroKernel>,
     /// `x[i] += bias[i]` over a row.
     pub add_bias: fn(x: &mut [f32], bias: &[f32]),
     /// GELU, exact form `x/2 * (1 + erf(x/√2))`, in place.

@@ -18,6 +18,7 @@ pub static KERNELS: Kernels = Kernels {
     mr: MR,
     nr: NR,
     microkernel,
+    microkernel_direct: None,
     add_bias,
     gelu_erf,
     gelu_tanh,

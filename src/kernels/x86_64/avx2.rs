@@ -17,6 +17,7 @@ pub static KERNELS: Kernels = Kernels {
     mr: MR,
     nr: NR,
     microkernel,
+    microkernel_direct: None,
     add_bias,
     gelu_erf,
     gelu_tanh,

@@ -20,6 +20,7 @@ pub const TABLE: Kernels = Kernels {
     mr: MR,
     nr: NR,
     microkernel,
+    microkernel_direct: Some(microkernel_direct),
     add_bias,
     gelu_erf,
     gelu_tanh,
@@ -135,6 +136,116 @@ unsafe fn tile<const M: usize>(
         let hi = row.wrapping_add(16);
         // SAFETY: masked loads and stores touch only columns `0..nr` of row `i`,
         // which the caller guarantees are valid; masked-off lanes never fault.
+        unsafe {
+            let (mut r0, mut r1) = (c0[i], c1[i]);
+            if acc {
+                r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0, row));
+                r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1, hi));
+            }
+            _mm512_mask_storeu_ps(row, m0, r0);
+            _mm512_mask_storeu_ps(hi, m1, r1);
+        }
+    }
+}
+
+/// Safe entry point with the [`crate::kernels::DirectMicroKernel`] contract.
+#[allow(clippy::too_many_arguments)]
+fn microkernel_direct(
+    kc: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
+    assert!(mr <= MR && nr <= NR, "tile {mr}x{nr} exceeds {MR}x{NR}");
+    assert!(b.len() >= kc * NR, "packed panel too short");
+    if mr == 0 || nr == 0 {
+        return;
+    }
+    assert!(a.len() >= (mr - 1) * lda + kc, "A rows too short");
+    assert!(c.len() >= (mr - 1) * ldc + nr, "C tile outside the slice");
+    let (a, b, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    macro_rules! go {
+        ($($m:literal)*) => {
+            match mr {
+                // SAFETY: the asserts above bound every access: `kc` values of rows
+                // `0..mr` of `a` (stride `lda`), `kc` groups of `NR` values of `b`, and
+                // rows `0..mr`, columns `0..nr` of C (others masked off). The table
+                // holding this function is handed out only when the CPU supports
+                // AVX-512 F/BW/VL/DQ.
+                $($m => unsafe { tile_direct::<$m>(kc, a, lda, b, cp, ldc, nr, acc) },)*
+                _ => unreachable!(),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8 9 10 11 12)
+}
+
+/// The `M x 32` tile with A read in place.
+///
+/// # Safety
+/// `a` must be valid for rows `0..M` of `kc` values at stride `lda`, `b` for
+/// `kc * NR` reads, and `c` for rows `0..M` of stride `ldc` with `nr <= 32` columns
+/// each; the CPU must support AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn tile_direct<const M: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
+    let mut c0 = [_mm512_setzero_ps(); M];
+    let mut c1 = [_mm512_setzero_ps(); M];
+    let rows: [*const f32; M] = std::array::from_fn(|i| a.wrapping_add(i * lda));
+    let mut bp = b;
+    for p in 0..kc {
+        // SAFETY: `p < kc`: each row's value `p` and the panel's group `p` are in bounds.
+        unsafe {
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for i in 0..M {
+                let av = _mm512_set1_ps(*rows[i].add(p));
+                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            }
+            bp = bp.add(NR);
+        }
+    }
+    store(c0, c1, c, ldc, nr, acc);
+}
+
+/// Writes (or adds, when `acc`) an `M x nr` tile of accumulators to C.
+#[inline(always)]
+fn store<const M: usize>(
+    c0: [__m512; M],
+    c1: [__m512; M],
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
+    let m0: __mmask16 = if nr >= 16 { 0xFFFF } else { (1u16 << nr) - 1 };
+    let m1: __mmask16 = if nr >= 32 {
+        0xFFFF
+    } else if nr > 16 {
+        (1u16 << (nr - 16)) - 1
+    } else {
+        0
+    };
+    for i in 0..M {
+        let row = c.wrapping_add(i * ldc);
+        let hi = row.wrapping_add(16);
+        // SAFETY: masked loads and stores touch only columns `0..nr` of row `i`,
+        // which the callers guarantee are valid; masked-off lanes never fault.
         unsafe {
             let (mut r0, mut r1) = (c0[i], c1[i]);
             if acc {
