@@ -287,7 +287,10 @@ pub fn quantize_u8(src: &[f32], dst: &mut [u8]) -> (f32, i32) {
     let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
     let inv = 1.0 / scale;
     for (d, s) in dst[..n].iter_mut().zip(&src[..n]) {
-        *d = (*s * inv + zero).round_ties_even().clamp(0.0, 255.0) as u8;
+        // Round to nearest even without a float-to-int cast (which does not
+        // vectorise): adding 1.5 * 2^23 leaves round(y) in the low mantissa bits.
+        let y = (*s * inv + zero).clamp(0.0, 255.0);
+        *d = (y + 12_582_912.0).to_bits() as u8;
     }
     dst[n..].fill(0);
     (scale, zero as i32)

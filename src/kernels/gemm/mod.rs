@@ -137,17 +137,17 @@ impl PackedB {
         if k == 0 {
             return;
         }
+        const MAX_NR: usize = 32;
+        assert!(nr <= MAX_NR, "panel width {nr} above {MAX_NR}");
+        let zeros = vec![0.0f32; k];
         for (p, panel) in body.chunks_exact_mut(k * nr).enumerate() {
             let cols = nr.min(n - p * nr);
-            for j in 0..nr {
-                if j < cols {
-                    for (kk, v) in col(p * nr + j)[..k].iter().enumerate() {
-                        panel[kk * nr + j] = v * scale;
-                    }
-                } else {
-                    for kk in 0..k {
-                        panel[kk * nr + j] = 0.0;
-                    }
+            // The panel's columns, zero past N: then each group is one gather.
+            let src: [&[f32]; MAX_NR] =
+                std::array::from_fn(|j| if j < cols { &col(p * nr + j)[..k] } else { &zeros[..] });
+            for (kk, group) in panel.chunks_exact_mut(nr).enumerate() {
+                for (j, v) in group.iter_mut().enumerate() {
+                    *v = src[j][kk] * scale;
                 }
             }
         }
