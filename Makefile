@@ -47,7 +47,7 @@ lint: $(VENV)/.installed
 fmt:
 	cargo fmt --all
 
-## make bench: criterion GEMM benchmarks (GFLOP/s per ISA; Gelem/s = GFLOP/s).
+## make bench: criterion GEMM benchmarks, f32, bf16 and int8 (GFLOP/s per ISA; Gelem/s = GFLOP/s).
 bench:
 	cargo bench --locked --bench gemm
 

@@ -143,8 +143,13 @@ impl PackedB {
         for (p, panel) in body.chunks_exact_mut(k * nr).enumerate() {
             let cols = nr.min(n - p * nr);
             // The panel's columns, zero past N: then each group is one gather.
-            let src: [&[f32]; MAX_NR] =
-                std::array::from_fn(|j| if j < cols { &col(p * nr + j)[..k] } else { &zeros[..] });
+            let src: [&[f32]; MAX_NR] = std::array::from_fn(|j| {
+                if j < cols {
+                    &col(p * nr + j)[..k]
+                } else {
+                    &zeros[..]
+                }
+            });
             for (kk, group) in panel.chunks_exact_mut(nr).enumerate() {
                 for (j, v) in group.iter_mut().enumerate() {
                     *v = src[j][kk] * scale;
