@@ -91,6 +91,21 @@ impl Norm {
     }
 }
 
+/// Intermediate activations of one forward pass.
+#[derive(Default)]
+struct Workspace {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    a: Vec<f32>,
+    up: Vec<f32>,
+}
+
+/// Sizes `v` to `n` values; the contents are overwritten by the caller.
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
 struct Layer {
     qkv: Linear,
     attn_out: Linear,
@@ -103,6 +118,9 @@ struct Layer {
 /// A BERT encoder (embeddings + layers), with the pooler when the weights have one.
 pub struct BertModel {
     cfg: BertConfig,
+    /// Buffers of finished forward passes, reused by the next ones (no page faults
+    /// or zero-filling of fresh allocations on every call).
+    spare: std::sync::Mutex<Vec<Workspace>>,
     kernels: &'static Kernels,
     precision: Precision,
     act: Activation,
@@ -183,6 +201,7 @@ impl BertModel {
         };
         Ok(Self {
             cfg: cfg.clone(),
+            spare: Default::default(),
             kernels: kern,
             precision,
             act,
@@ -283,18 +302,29 @@ impl BertModel {
         let h = self.cfg.hidden_size;
         let t = batch.ids.len();
         let mut x = self.embed(batch);
-        let mut qkv = vec![0.0f32; t * 3 * h];
-        let mut ctx = vec![0.0f32; t * h];
-        let mut a = vec![0.0f32; t * h];
-        let mut up = vec![0.0f32; t * self.cfg.intermediate_size];
+        let mut ws = self
+            .spare
+            .lock()
+            .map(|mut s| s.pop())
+            .unwrap_or_default()
+            .unwrap_or_default();
+        let Workspace { qkv, ctx, a, up } = &mut ws;
+        let (qkv, ctx) = (sized(qkv, t * 3 * h), sized(ctx, t * h));
+        let (a, up) = (sized(a, t * h), sized(up, t * self.cfg.intermediate_size));
         for layer in &self.layers {
-            layer.qkv.forward(&x, t, Activation::None, &mut qkv)?;
-            self.attention(&qkv, batch.offsets, &mut ctx)?;
-            layer.attn_out.forward(&ctx, t, Activation::None, &mut a)?;
-            self.norm_rows(&mut a, Some(&x), &layer.attn_norm);
-            layer.up.forward(&a, t, self.act, &mut up)?;
-            layer.down.forward(&up, t, Activation::None, &mut x)?;
-            self.norm_rows(&mut x, Some(&a), &layer.out_norm);
+            layer.qkv.forward(&x, t, Activation::None, qkv)?;
+            self.attention(qkv, batch.offsets, ctx)?;
+            layer.attn_out.forward(ctx, t, Activation::None, a)?;
+            self.norm_rows(a, Some(&x), &layer.attn_norm);
+            layer.up.forward(a, t, self.act, up)?;
+            layer.down.forward(up, t, Activation::None, &mut x)?;
+            self.norm_rows(&mut x, Some(a), &layer.out_norm);
+        }
+        if let Ok(mut spare) = self.spare.lock() {
+            // As many as forward passes ran at once, within reason.
+            if spare.len() < 8 {
+                spare.push(ws);
+            }
         }
         Ok(x)
     }

@@ -14,6 +14,31 @@ use crate::error::{Error, Result};
 use crate::kernels::threads::install;
 use crate::kernels::{vector, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
 
+type Scratch<T> = std::thread::LocalKey<std::cell::Cell<Vec<T>>>;
+
+thread_local! {
+    /// Converted activations of the last call on this thread, reused by the next
+    /// (taken while in use, so a nested call simply allocates its own).
+    static BF16_SCRATCH: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static INT8_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with `len` values of this thread's scratch (contents unspecified), then
+/// keeps the buffer for the next call.
+fn with_scratch<T: Copy + Default, R>(
+    key: &'static Scratch<T>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut buf = key.with(|s| s.take());
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    let out = f(&mut buf[..len]);
+    key.with(|s| s.set(buf));
+    out
+}
+
 /// Bytes of packed weights one pass sweeps per activation tile: kept in L2.
 const B_BLOCK_BYTES: usize = 384 * 1024;
 
@@ -340,31 +365,36 @@ pub fn gemm_bf16(
     let kp = k.div_ceil(2);
     let lda = 2 * kp;
     install(|| {
-        let mut aq = vec![0u16; m * lda];
-        if k > 0 {
-            aq.par_chunks_mut(lda)
-                .zip(a.par_chunks(k))
-                .with_min_len(32)
-                .for_each(|(d, s)| (lp.to_bf16)(s, d));
-        }
-        partition(m, n, k, lp.mr, LOWP_NR, c, |r0, r1, p0, p1, c, ldc| {
-            let tile = |r: usize, rows: usize, p: usize, ct: &mut [f32]| {
-                let cols = LOWP_NR.min(n - p * LOWP_NR);
-                (lp.bf16)(kp, &aq[r * lda..], lda, b.panel(p), ct, ldc, rows, cols)
-            };
-            sweep(
-                kern,
-                lda * LOWP_NR * 2,
-                lp.mr,
-                n,
-                (r0, r1, p0, p1),
-                c,
-                ldc,
-                bias,
-                act,
-                &tile,
-            )
-        });
+        with_scratch(&BF16_SCRATCH, m * lda, |aq| {
+            if k > 0 {
+                aq.par_chunks_mut(lda)
+                    .zip(a.par_chunks(k))
+                    .with_min_len(32)
+                    .for_each(|(d, s)| (lp.to_bf16)(s, d));
+            } else {
+                aq.fill(0);
+            }
+            let aq = &*aq;
+            partition(m, n, k, lp.mr, LOWP_NR, c, |r0, r1, p0, p1, c, ldc| {
+                let tile = |r: usize, rows: usize, p: usize, ct: &mut [f32]| {
+                    let cols = LOWP_NR.min(n - p * LOWP_NR);
+                    (lp.bf16)(kp, &aq[r * lda..], lda, b.panel(p), ct, ldc, rows, cols)
+                };
+                let part = (r0, r1, p0, p1);
+                sweep(
+                    kern,
+                    lda * LOWP_NR * 2,
+                    lp.mr,
+                    n,
+                    part,
+                    c,
+                    ldc,
+                    bias,
+                    act,
+                    &tile,
+                )
+            });
+        })
     });
     Ok(())
 }
@@ -389,51 +419,56 @@ pub fn gemm_int8(
     let kq = k.div_ceil(4);
     let lda = 4 * kq;
     install(|| {
-        let mut aq = vec![0u8; m * lda];
-        let mut a_scale = vec![1.0f32; m];
-        let mut a_zero = vec![0i32; m];
-        if k > 0 {
-            aq.par_chunks_mut(lda)
-                .zip(a.par_chunks(k))
-                .zip(a_scale.par_iter_mut().zip(a_zero.par_iter_mut()))
-                .with_min_len(32)
-                .for_each(|((d, s), (scale, zero))| (*scale, *zero) = (lp.quantize_u8)(s, d));
-        }
-        partition(m, n, k, lp.mr, LOWP_NR, c, |r0, r1, p0, p1, c, ldc| {
-            let tile = |r: usize, rows: usize, p: usize, ct: &mut [f32]| {
-                let cols = LOWP_NR.min(n - p * LOWP_NR);
-                let cs = p * LOWP_NR..(p + 1) * LOWP_NR;
-                let scales = Int8Scales {
-                    a_scale: &a_scale[r..r + rows],
-                    a_zero: &a_zero[r..r + rows],
-                    b_scale: &b.scale[cs.clone()],
-                    b_colsum: &b.colsum[cs],
+        with_scratch(&INT8_SCRATCH, m * lda, |aq| {
+            let mut a_scale = vec![1.0f32; m];
+            let mut a_zero = vec![0i32; m];
+            if k > 0 {
+                aq.par_chunks_mut(lda)
+                    .zip(a.par_chunks(k))
+                    .zip(a_scale.par_iter_mut().zip(a_zero.par_iter_mut()))
+                    .with_min_len(32)
+                    .for_each(|((d, s), (scale, zero))| (*scale, *zero) = (lp.quantize_u8)(s, d));
+            } else {
+                aq.fill(0);
+            }
+            let aq = &*aq;
+            partition(m, n, k, lp.mr, LOWP_NR, c, |r0, r1, p0, p1, c, ldc| {
+                let tile = |r: usize, rows: usize, p: usize, ct: &mut [f32]| {
+                    let cols = LOWP_NR.min(n - p * LOWP_NR);
+                    let cs = p * LOWP_NR..(p + 1) * LOWP_NR;
+                    let scales = Int8Scales {
+                        a_scale: &a_scale[r..r + rows],
+                        a_zero: &a_zero[r..r + rows],
+                        b_scale: &b.scale[cs.clone()],
+                        b_colsum: &b.colsum[cs],
+                    };
+                    (lp.int8)(
+                        kq,
+                        &aq[r * lda..],
+                        lda,
+                        b.panel(p),
+                        ct,
+                        ldc,
+                        rows,
+                        cols,
+                        &scales,
+                    )
                 };
-                (lp.int8)(
-                    kq,
-                    &aq[r * lda..],
-                    lda,
-                    b.panel(p),
-                    ct,
+                let part = (r0, r1, p0, p1);
+                sweep(
+                    kern,
+                    lda * LOWP_NR,
+                    lp.mr,
+                    n,
+                    part,
+                    c,
                     ldc,
-                    rows,
-                    cols,
-                    &scales,
+                    bias,
+                    act,
+                    &tile,
                 )
-            };
-            sweep(
-                kern,
-                lda * LOWP_NR,
-                lp.mr,
-                n,
-                (r0, r1, p0, p1),
-                c,
-                ldc,
-                bias,
-                act,
-                &tile,
-            )
-        });
+            });
+        })
     });
     Ok(())
 }
