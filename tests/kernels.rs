@@ -164,6 +164,35 @@ fn softmax_with_and_without_mask() {
 }
 
 #[test]
+fn exp_shifted_matches_reference() {
+    for &n in SIZES {
+        let x: Vec<f32> = random(n, 9).iter().map(|v| v * 30.0).collect();
+        let mut want = x.clone();
+        let want_sum = (generic().exp_shifted)(&mut want);
+        for isa in isas() {
+            let mut got = x.clone();
+            let sum = (kernels::for_isa(isa).unwrap().exp_shifted)(&mut got);
+            assert_close(&got, &want, 2e-6, &format!("exp_shifted on {isa}, n={n}"));
+            assert_close(
+                &[sum],
+                &[want_sum],
+                2e-6,
+                &format!("exp_shifted sum on {isa}, n={n}"),
+            );
+        }
+    }
+    for isa in isas() {
+        let mut x = vec![f32::NEG_INFINITY; 3];
+        assert_eq!(
+            (kernels::for_isa(isa).unwrap().exp_shifted)(&mut x),
+            0.0,
+            "{isa}"
+        );
+        assert_eq!(x, [0.0; 3], "{isa}");
+    }
+}
+
+#[test]
 fn mean_rows_matches_reference() {
     for &cols in &[1usize, 7, 16, 17, 384] {
         for rows in [0usize, 1, 2, 5, 33] {

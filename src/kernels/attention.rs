@@ -1,10 +1,13 @@
 //! Scaled dot-product attention over a ragged batch, from the fused `[tokens x 3H]`
-//! QKV projection into `[tokens x H]`, one task per (sequence, head).
+//! QKV projection into `[tokens x H]`: one task per sequence when there are enough
+//! sequences to keep the pool busy (the task owns its rows of the output), else one
+//! per (sequence, head).
 //!
-//! Each task reads its head's Q, K and V straight out of the QKV rows (no gathers):
-//! Kᵀ (scaled by `1/sqrt(dh)`) and V are packed into scratch panels reused across
-//! the task's thread, `S = Q·Kᵀ` and `O = softmax(S)·V` run on the f32 microkernel,
-//! and the task writes its `len x dh` block of the output in place.
+//! A head reads its Q, K and V straight out of the QKV rows (no gathers): Kᵀ
+//! (scaled by `1/sqrt(dh)`) and V are packed into scratch panels reused by the
+//! thread, `S = Q·Kᵀ` runs on the f32 microkernel, `E = exp(S - max)` row by row,
+//! `O = E·V` is written in place, and only then divided by the row sums (`len x dh`
+//! divisions instead of `len x len`).
 
 use rayon::prelude::*;
 
@@ -17,6 +20,7 @@ struct Scratch {
     kt: PackedB,
     v: PackedB,
     scores: Vec<f32>,
+    sums: Vec<f32>,
     out: Vec<f32>,
 }
 
@@ -62,23 +66,15 @@ pub fn attention(
         )));
     }
     let scale = 1.0 / (dh as f32).sqrt();
-    let jobs: Vec<(usize, usize)> = (0..offsets.len().saturating_sub(1))
-        .filter(|&s| offsets[s + 1] > offsets[s])
-        .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
-        .collect();
-    let out = Shared {
-        ptr: ctx.as_mut_ptr(),
-        len: ctx.len(),
-    };
     let scratch = || Scratch {
         kt: PackedB::empty(kern),
         v: PackedB::empty(kern),
         scores: Vec::new(),
+        sums: Vec::new(),
         out: Vec::new(),
     };
-    jobs.par_iter()
-        .try_for_each_init(scratch, |sc, &(s, hd)| -> Result<()> {
-            let (start, len) = (offsets[s], offsets[s + 1] - offsets[s]);
+    let head =
+        |sc: &mut Scratch, start: usize, len: usize, hd: usize, out: &mut [f32], ldo: usize| {
             let part = |tok: usize, which: usize| {
                 let at = (start + tok) * 3 * h + which * h + hd * dh;
                 &qkv[at..at + dh]
@@ -88,14 +84,64 @@ pub fn attention(
             sc.scores.resize(len * len, 0.0);
             let q = &qkv[start * 3 * h + hd * dh..];
             gemm_serial_strided(q, 3 * h, len, &sc.kt, &mut sc.scores, len)?;
-            for r in sc.scores.chunks_exact_mut(len) {
-                (kern.softmax)(r, None);
+            sc.sums.clear();
+            sc.sums.extend(
+                sc.scores
+                    .chunks_exact_mut(len)
+                    .map(|r| (kern.exp_shifted)(r)),
+            );
+            gemm_serial_strided(&sc.scores, len, len, &sc.v, out, ldo)?;
+            for (i, sum) in sc.sums.iter().enumerate() {
+                let inv = 1.0 / sum;
+                out[i * ldo..i * ldo + dh]
+                    .iter_mut()
+                    .for_each(|x| *x *= inv);
             }
-            sc.out.resize(len * dh, 0.0);
-            gemm_serial_strided(&sc.scores, len, len, &sc.v, &mut sc.out, dh)?;
-            for (i, o) in sc.out.chunks_exact(dh).enumerate() {
-                out.write((start + i) * h + hd * dh, o);
+            Ok(())
+        };
+    let seqs: Vec<usize> = (0..offsets.len().saturating_sub(1))
+        .filter(|&s| offsets[s + 1] > offsets[s])
+        .collect();
+    if seqs.len() >= 2 * rayon::current_num_threads() {
+        // Each task owns its sequence's rows of the output.
+        let mut parts = Vec::with_capacity(seqs.len());
+        let mut rest = ctx;
+        let mut at = 0;
+        for &s in &seqs {
+            let (_, tail) = rest.split_at_mut((offsets[s] - at) * h);
+            let (rows, tail) = tail.split_at_mut((offsets[s + 1] - offsets[s]) * h);
+            parts.push((s, rows));
+            rest = tail;
+            at = offsets[s + 1];
+        }
+        return parts
+            .into_par_iter()
+            .try_for_each_init(scratch, |sc, (s, rows)| -> Result<()> {
+                let (start, len) = (offsets[s], offsets[s + 1] - offsets[s]);
+                for hd in 0..heads {
+                    head(sc, start, len, hd, &mut rows[hd * dh..], h)?;
+                }
+                Ok(())
+            });
+    }
+    let jobs: Vec<(usize, usize)> = seqs
+        .iter()
+        .flat_map(|&s| (0..heads).map(move |hd| (s, hd)))
+        .collect();
+    let out = Shared {
+        ptr: ctx.as_mut_ptr(),
+        len: ctx.len(),
+    };
+    jobs.par_iter()
+        .try_for_each_init(scratch, |sc, &(s, hd)| -> Result<()> {
+            let (start, len) = (offsets[s], offsets[s + 1] - offsets[s]);
+            let mut o = std::mem::take(&mut sc.out);
+            o.resize(len * dh, 0.0);
+            head(sc, start, len, hd, &mut o, dh)?;
+            for (i, row) in o.chunks_exact(dh).enumerate() {
+                out.write((start + i) * h + hd * dh, row);
             }
+            sc.out = o;
             Ok(())
         })
 }

@@ -214,6 +214,9 @@ pub struct Kernels {
     pub layer_norm: LayerNormFn,
     /// Softmax over one row in place, after adding an optional additive mask.
     pub softmax: fn(x: &mut [f32], mask: Option<&[f32]>),
+    /// `x = exp(x - max(x))` in place, returning the sum: softmax without the final
+    /// division, for callers that divide something smaller (attention's output).
+    pub exp_shifted: fn(x: &mut [f32]) -> f32,
     /// Scales a row to unit L2 norm (a zero row stays zero).
     pub l2_normalize: fn(x: &mut [f32]),
     /// `out[j] = mean_i x[i * out.len() + j]` over the rows of `x`.

@@ -184,6 +184,19 @@ pub fn softmax(x: &mut [f32], mask: Option<&[f32]>) {
 }
 
 #[inline(always)]
+pub fn exp_shifted(x: &mut [f32]) -> f32 {
+    let mx = max(x);
+    if mx == f32::NEG_INFINITY {
+        x.fill(0.0);
+        return 0.0;
+    }
+    for v in x.iter_mut() {
+        *v = exp(*v - mx);
+    }
+    sum(x)
+}
+
+#[inline(always)]
 pub fn l2_normalize(x: &mut [f32]) {
     let mut acc = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);

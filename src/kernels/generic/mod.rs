@@ -25,6 +25,7 @@ pub static KERNELS: Kernels = Kernels {
     relu,
     layer_norm,
     softmax,
+    exp_shifted,
     l2_normalize,
     mean_rows,
     f16_to_f32,
@@ -110,6 +111,22 @@ pub fn layer_norm(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: 
     for ((v, g), b) in x.iter_mut().zip(gamma).zip(beta) {
         *v = ((*v as f64 - mean) * inv * *g as f64 + *b as f64) as f32;
     }
+}
+
+/// `x = exp(x - max(x))`, returning the sum (0 for an empty or all -inf row).
+pub fn exp_shifted(x: &mut [f32]) -> f32 {
+    let mx = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if mx == f32::NEG_INFINITY {
+        x.fill(0.0);
+        return 0.0;
+    }
+    let mut total = 0.0f64;
+    for v in x.iter_mut() {
+        let e = libm::exp((*v - mx) as f64) as f32;
+        total += e as f64;
+        *v = e;
+    }
+    total as f32
 }
 
 /// Softmax after adding `mask`; a row masked out entirely becomes zeros.

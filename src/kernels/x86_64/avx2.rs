@@ -24,6 +24,7 @@ pub static KERNELS: Kernels = Kernels {
     relu,
     layer_norm,
     softmax,
+    exp_shifted,
     l2_normalize,
     mean_rows,
     f16_to_f32,
@@ -38,6 +39,7 @@ vector_kernels! { "avx2,fma,f16c";
     relu(x: &mut [f32]);
     layer_norm(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32);
     softmax(x: &mut [f32], mask: Option<&[f32]>);
+    exp_shifted(x: &mut [f32]) -> f32;
     l2_normalize(x: &mut [f32]);
     mean_rows(x: &[f32], out: &mut [f32]);
     bf16_to_f32(src: &[u8], dst: &mut [f32]);
