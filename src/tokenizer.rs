@@ -40,6 +40,19 @@ impl Encoded {
     }
 }
 
+/// One token of [`Tokenizer::tokens`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// Vocabulary id.
+    pub id: u32,
+    /// The token as the vocabulary spells it (`##ing` for a continuation).
+    pub text: String,
+    /// Added by the tokenizer (`[CLS]`, `[SEP]`), not part of the input.
+    pub special: bool,
+    /// Character span `start..stop` of the input it covers (none for special tokens).
+    pub span: Option<(usize, usize)>,
+}
+
 /// `tokenizer.json` with rinfer's policy: truncation to `max_len`, no padding.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -103,6 +116,45 @@ impl Tokenizer {
     pub fn encode<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Encoded> {
         let inputs: Vec<EncodeInput> = texts.iter().map(|t| t.as_ref().into()).collect();
         self.run(inputs, truncate)
+    }
+
+    /// Each text's tokens with their text, whether they are special (`[CLS]`,
+    /// `[SEP]`) and their character span in the input (`None` for special tokens).
+    pub fn tokens<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Vec<Vec<Token>>> {
+        let tk = if truncate {
+            &self.truncating
+        } else {
+            &self.whole
+        };
+        let inputs: Vec<EncodeInput> = texts.iter().map(|t| t.as_ref().into()).collect();
+        let encodings =
+            crate::kernels::threads::install(|| tk.encode_batch_char_offsets(inputs, true))
+                .map_err(tok_err)?;
+        encodings
+            .iter()
+            .enumerate()
+            .map(|(index, e)| {
+                if e.len() > self.max_len {
+                    return Err(Error::InputTooLong {
+                        index,
+                        tokens: e.len(),
+                        max: self.max_len,
+                    });
+                }
+                Ok((0..e.len())
+                    .map(|i| {
+                        let special = e.get_special_tokens_mask()[i] == 1;
+                        let (start, stop) = e.get_offsets()[i];
+                        Token {
+                            id: e.get_ids()[i],
+                            text: e.get_tokens()[i].clone(),
+                            special,
+                            span: (!special).then_some((start, stop)),
+                        }
+                    })
+                    .collect())
+            })
+            .collect()
     }
 
     /// Tokenizes (first, second) pairs, as cross-encoders read them.

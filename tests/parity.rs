@@ -305,3 +305,36 @@ fn broken_model_folders_are_typed_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn minilm_tokens_have_text_and_character_spans() {
+    let model = Embedder::load(minilm_dir()).unwrap();
+    let toks = model.tokenizer().tokens(&["Héllo, wörld"], true).unwrap();
+    let row = &toks[0];
+    assert_eq!(
+        row.first().map(|t| (t.text.as_str(), t.special, t.span)),
+        Some(("[CLS]", true, None))
+    );
+    assert_eq!(
+        row.last().map(|t| (t.text.as_str(), t.special)),
+        Some(("[SEP]", true))
+    );
+    let ids = model.tokenizer().encode(&["Héllo, wörld"], true).unwrap();
+    assert_eq!(row.iter().map(|t| t.id).collect::<Vec<_>>(), ids.ids_of(0));
+    // Spans are character offsets: "wörld" starts at character 7.
+    let text: Vec<char> = "Héllo, wörld".chars().collect();
+    for t in row.iter().filter(|t| !t.special) {
+        let (a, b) = t.span.unwrap();
+        let piece: String = text[a..b].iter().collect::<String>().to_lowercase();
+        assert!(!piece.is_empty() && b <= text.len(), "{t:?}");
+    }
+    assert!(
+        row.iter().any(|t| t.span.map(|s| s.0) == Some(7)),
+        "{row:?}"
+    );
+    let long = "word ".repeat(300);
+    assert!(matches!(
+        model.tokenizer().tokens(&[long.as_str()], false),
+        Err(Error::InputTooLong { .. })
+    ));
+}

@@ -104,6 +104,9 @@ class Embedder:
         normalize: bool | None = None,
     ) -> npt.NDArray[np.float32]: ...
     def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[npt.NDArray[np.uint32]]: ...
+    def tokens(
+        self, texts: str | Sequence[str], *, truncate: bool = True
+    ) -> list[list[tuple[int, str, bool, int | None, int | None]]]: ...
     def aencode(
         self,
         texts: str | Sequence[str],

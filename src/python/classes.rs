@@ -340,6 +340,37 @@ impl PyEmbedder {
             .collect())
     }
 
+    /// Each text's tokens as `(id, text, special, start, stop)` tuples; `start` and
+    /// `stop` are character offsets in the text (`None` for special tokens).
+    #[pyo3(signature = (texts, *, truncate=true))]
+    #[allow(clippy::type_complexity)]
+    fn tokens(
+        &self,
+        py: Python<'_>,
+        texts: &Bound<'_, PyAny>,
+        truncate: bool,
+    ) -> PyResult<Vec<Vec<(u32, String, bool, Option<usize>, Option<usize>)>>> {
+        let (texts, _) = texts_arg(texts, "texts")?;
+        let inner = self.inner.clone();
+        let toks = detached(py, move || inner.tokenizer().tokens(&texts, truncate))?;
+        Ok(toks
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|t| {
+                        (
+                            t.id,
+                            t.text,
+                            t.special,
+                            t.span.map(|s| s.0),
+                            t.span.map(|s| s.1),
+                        )
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Awaitable embedding through the in-process batcher: concurrent calls are
     /// coalesced into one engine batch. Raises `OverloadedError` at once when the
     /// queue is full.

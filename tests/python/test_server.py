@@ -65,6 +65,12 @@ def test_tei_routes(client, golden):
     np.testing.assert_allclose(np.array(r.json(), dtype=np.float32), golden["vectors"][:3], atol=1e-4)
     r = client.post("/tokenize", json={"inputs": golden["texts"][4]})
     assert [t["id"] for t in r.json()[0]] == golden["ids"][4]
+    r = client.post("/tokenize", json={"inputs": ["Hello world", "cats"]})
+    first = r.json()[0]
+    assert first[0] == {"id": 101, "text": "[CLS]", "special": True, "start": None, "stop": None}
+    assert [(t["text"], t["start"], t["stop"]) for t in first[1:3]] == [("hello", 0, 5), ("world", 6, 11)]
+    r = client.post("/tokenize", json={"inputs": "Hello", "add_special_tokens": False})
+    assert [t["text"] for t in r.json()[0]] == ["hello"]
     r = client.post(
         "/similarity", json={"inputs": {"source_sentence": "A cat.", "sentences": ["A cat.", "Stock prices fell."]}}
     )

@@ -24,19 +24,22 @@ async def embed(body: EmbedRequest, request: Request):
     return json_response(shrink(vectors, body.dimensions, renormalize=body.normalize))
 
 
-@router.post("/tokenize", summary="Token ids of texts (TEI-compatible)")
+@router.post("/tokenize", summary="Tokens of texts: id, text, special, character span (TEI-compatible)")
 async def tokenize(body: TokenizeRequest, request: Request):
     model = embedder_of(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     check_count(request, len(texts))
-    ids = await asyncio.to_thread(model.tokenize, texts)
-    out = []
-    for row in ids:
-        row = row.tolist()
-        if not body.add_special_tokens and len(row) >= 2:
-            row = row[1:-1]
-        out.append([{"id": t} for t in row])
-    return json_response(out)
+    rows = await asyncio.to_thread(model.tokens, texts)
+    return json_response(
+        [
+            [
+                {"id": i, "text": text, "special": special, "start": start, "stop": stop}
+                for i, text, special, start, stop in row
+                if body.add_special_tokens or not special
+            ]
+            for row in rows
+        ]
+    )
 
 
 @router.post("/similarity", summary="Cosine similarity of sentences to a source (TEI-compatible)")
