@@ -1,5 +1,6 @@
-"""The ``rinfer`` command: ``rinfer serve`` (HTTP server) and ``rinfer embed``
-(lines on stdin, one JSON vector per line on stdout)."""
+"""The ``rinfer`` command: ``rinfer serve`` (HTTP server), ``rinfer embed`` (lines
+on stdin, one JSON vector per line on stdout) and ``rinfer bench`` (speed and
+quality of each precision on this machine)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,57 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import statistics
+
+    import numpy as np
+
+    import rinfer
+
+    path = args.model or rinfer.default_model_path()
+    rng = np.random.default_rng(0)
+    vocab_lo, vocab_hi = 1000, 20000  # ordinary word pieces of BERT vocabularies
+    shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes.split(",")]
+    rows = []
+    for dtype in args.dtypes.split(","):
+        model = rinfer.Embedder.load(path, threads=args.threads, dtype=dtype, quality_floor=-1.0)
+        info = model.model_info
+        if info["note"]:
+            logging.getLogger("rinfer").warning("%s", info["note"])
+        for n, length in shapes:
+            ids = [
+                np.concatenate([[101], rng.integers(vocab_lo, vocab_hi, max(length - 2, 0)), [102]]).astype(np.uint32)
+                for _ in range(n)
+            ]
+            model.encode_ids(ids, batch_size=n)  # warm-up
+            times = []
+            progress = _Progress(args.progress or sys.stderr.isatty())
+            for i in range(args.reps):
+                t = time.perf_counter()
+                model.encode_ids(ids, batch_size=n)
+                times.append(time.perf_counter() - t)
+                progress.update(i + 1)
+            progress.close()
+            med = statistics.median(times)
+            q = info["quality"]
+            rows.append(
+                {
+                    "dtype": info["dtype"],
+                    "shape": f"{n}x{length}",
+                    "ms": med * 1e3,
+                    "tokens_per_s": n * length / med,
+                    "min_cosine": q["min_cosine"] if q else 1.0,
+                }
+            )
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'dtype':<6} {'shape':>9} {'median ms':>10} {'tokens/s':>10} {'probe min cosine':>17}")
+    for r in rows:
+        print(f"{r['dtype']:<6} {r['shape']:>9} {r['ms']:>10.2f} {r['tokens_per_s']:>10.0f} {r['min_cosine']:>17.6f}")
+    return 0
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per log line: time, level, logger, message (+ exception)."""
 
@@ -172,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     e.set_defaults(func=_embed)
+
+    b = sub.add_parser(
+        "bench", help="time the model on synthetic batches in each precision; print tokens/s and quality"
+    )
+    b.add_argument("--model", help="model folder (default: rinfer.default_model_path())")
+    b.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
+    b.add_argument("--dtypes", default="f32,bf16,int8", help="precisions to compare, comma-separated (default all)")
+    b.add_argument(
+        "--shapes", default="1x10,32x128", help="batches as TEXTSxTOKENS, comma-separated (default 1x10,32x128)"
+    )
+    b.add_argument("--reps", type=int, default=10, help="timed runs per shape, median reported (default 10)")
+    b.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    b.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    b.set_defaults(func=_bench)
     return p
 
 

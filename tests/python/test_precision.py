@@ -76,3 +76,18 @@ def test_server_reports_dtype_and_quality(model_dir):
 def test_server_settings_refuse_unknown_dtype():
     with pytest.raises(ValueError, match="dtype"):
         Settings(dtype="fp8")
+
+
+def test_cli_bench_compares_precisions(model_dir, capsys):
+    from rinfer.cli import main
+
+    dtypes = "f32,bf16,int8" if LOWP else "f32"
+    assert (
+        main(["bench", "--model", str(model_dir), "--dtypes", dtypes, "--shapes", "2x8", "--reps", "2", "--json"]) == 0
+    )
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["dtype"] for r in rows] == dtypes.split(",")
+    assert all(r["shape"] == "2x8" and r["ms"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+    assert rows[0]["min_cosine"] == 1.0 and all(r["min_cosine"] > 0.99 for r in rows)

@@ -120,7 +120,7 @@ def test_cli_help_explains_every_flag():
 
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices
-    for name in ("serve", "embed"):
+    for name in ("serve", "embed", "bench"):
         for action in sub[name]._actions:
             assert action.help, f"{name} {action.option_strings} has no help"
 
