@@ -221,3 +221,49 @@ fn fallback_to_f32_is_reported() {
         assert!(min_cosine(&got, &f32s(&g["embeddings_f32_b64"])) >= 0.99999);
     }
 }
+
+/// Several callers at once share the pool, the reused forward buffers and the
+/// per-thread activation scratch: every answer equals the one computed alone.
+#[test]
+fn concurrent_callers_get_the_answers_they_get_alone() {
+    if !lowp_available() {
+        return;
+    }
+    let g = golden(&root().join("tests/golden/minilm.json"));
+    let texts = strings(&g["texts"]);
+    for dtype in [Precision::Bf16, Precision::Int8] {
+        let model = load(dtype);
+        let batches: Vec<Vec<String>> = (0..6)
+            .map(|i| texts[i * 7..i * 7 + 3 + i * 4].to_vec())
+            .collect();
+        let alone: Vec<Array2<f32>> = batches.iter().map(|b| model.encode(b).unwrap()).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (model, batches) = (&model, &batches);
+                    s.spawn(move || {
+                        (0..12)
+                            .map(|r| {
+                                let i = (t + r) % batches.len();
+                                (i, model.encode(&batches[i]).unwrap())
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                for (i, got) in h.join().unwrap() {
+                    let diff = got
+                        .iter()
+                        .zip(alone[i].iter())
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        diff <= 1e-6,
+                        "{dtype}: batch {i} differs by {diff} when run concurrently"
+                    );
+                }
+            }
+        });
+    }
+}
