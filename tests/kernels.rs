@@ -309,3 +309,49 @@ proptest! {
         }
     }
 }
+
+/// Both GEMM tile kernels of every path (packed A, and A read in place where the
+/// path has that), called directly on one tile, against a plain triple loop:
+/// every tile height and width, with and without accumulation.
+#[test]
+fn microkernels_compute_one_tile() {
+    for isa in isas() {
+        let kern = kernels::for_isa(isa).unwrap();
+        let (mr, nr) = (kern.mr, kern.nr);
+        for kc in [1usize, 7, 64] {
+            let a = random(mr * kc, kc as u64); // row-major mr x kc
+            let b = random(kc * nr, kc as u64 + 1); // kc groups of nr
+            let mut packed_a = vec![0.0f32; kc * mr];
+            for p in 0..kc {
+                for i in 0..mr {
+                    packed_a[p * mr + i] = a[i * kc + p];
+                }
+            }
+            for rows in 1..=mr {
+                for cols in [1, nr / 2 + 1, nr] {
+                    for acc in [false, true] {
+                        let ldc = nr + 3;
+                        let start = random(rows * ldc, 99);
+                        let mut want = start.clone();
+                        for i in 0..rows {
+                            for j in 0..cols {
+                                let dot: f32 = (0..kc).map(|p| a[i * kc + p] * b[p * nr + j]).sum();
+                                want[i * ldc + j] =
+                                    if acc { start[i * ldc + j] + dot } else { dot };
+                            }
+                        }
+                        let what = format!("{isa} tile {rows}x{cols} kc={kc} acc={acc}");
+                        let mut c = start.clone();
+                        (kern.microkernel)(kc, &packed_a, &b, &mut c, ldc, rows, cols, acc);
+                        assert_close(&c, &want, 1e-5, &format!("packed {what}"));
+                        if let Some(direct) = kern.microkernel_direct {
+                            let mut c = start.clone();
+                            direct(kc, &a, kc, &b, &mut c, ldc, rows, cols, acc);
+                            assert_close(&c, &want, 1e-5, &format!("direct {what}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
