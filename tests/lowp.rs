@@ -83,21 +83,26 @@ const DIMS_M: [usize; 8] = [1, 2, 5, 11, 12, 13, 25, 40];
 const DIMS_K: [usize; 11] = [0, 1, 2, 3, 4, 5, 7, 31, 64, 97, 384];
 const DIMS_N: [usize; 8] = [1, 15, 16, 17, 31, 32, 33, 65];
 
+/// Every (K, N) pair of the lists, with M cycling through its list: `(case, m, k, n)`.
+fn shapes() -> impl Iterator<Item = (u64, usize, usize, usize)> {
+    DIMS_M
+        .iter()
+        .cycle()
+        .zip(
+            DIMS_K
+                .iter()
+                .flat_map(|k| DIMS_N.iter().map(move |n| (k, n))),
+        )
+        .enumerate()
+        .map(|(s, (&m, (&k, &n)))| (s as u64, m, k, n))
+}
+
 #[test]
 fn bf16_matches_references_on_awkward_shapes() {
     for isa in lowp_isas() {
         let kern = kernels::for_isa(isa).unwrap();
-        for (s, (&m, (&k, &n))) in DIMS_M
-            .iter()
-            .cycle()
-            .zip(
-                DIMS_K
-                    .iter()
-                    .flat_map(|k| DIMS_N.iter().map(move |n| (k, n))),
-            )
-            .enumerate()
-        {
-            let seed = s as u64 * 7 + 1;
+        for (s, m, k, n) in shapes() {
+            let seed = s * 7 + 1;
             let (a, b, bias) = (
                 random(m * k, seed),
                 random(k * n, seed + 1),
@@ -133,17 +138,8 @@ fn bf16_matches_references_on_awkward_shapes() {
 fn int8_matches_references_on_awkward_shapes() {
     for isa in lowp_isas() {
         let kern = kernels::for_isa(isa).unwrap();
-        for (s, (&m, (&k, &n))) in DIMS_M
-            .iter()
-            .cycle()
-            .zip(
-                DIMS_K
-                    .iter()
-                    .flat_map(|k| DIMS_N.iter().map(move |n| (k, n))),
-            )
-            .enumerate()
-        {
-            let seed = s as u64 * 11 + 5;
+        for (s, m, k, n) in shapes() {
+            let seed = s * 11 + 5;
             // Activations with an offset (like post-GELU values) exercise the zero point.
             let a: Vec<f32> = random(m * k, seed).iter().map(|v| v * 2.0 + 0.5).collect();
             let (b, bias) = (random(k * n, seed + 1), random(n, seed + 2));

@@ -98,6 +98,17 @@ def export_onnx(st: SentenceTransformer, path: pathlib.Path) -> None:
         )
 
 
+def inputs(x: np.ndarray, m: np.ndarray) -> tuple[dict, dict]:
+    """The same padded batch as PyTorch tensors (sentence-transformers) and as an
+    ONNX Runtime feed."""
+    feats = {
+        "input_ids": torch.from_numpy(x),
+        "attention_mask": torch.from_numpy(m),
+        "token_type_ids": torch.zeros_like(torch.from_numpy(x)),
+    }
+    return feats, {"input_ids": x, "attention_mask": m, "token_type_ids": np.zeros_like(x)}
+
+
 def mean_pool_normalize(h: np.ndarray, m: np.ndarray) -> np.ndarray:
     mm = m[..., None].astype(np.float32)
     v = (h * mm).sum(1) / np.clip(mm.sum(1), 1e-9, None)
@@ -112,17 +123,12 @@ def lowp_case_rows(cases, threads, rinfer, st, sess8) -> list[dict]:
     out = []
     for c in cases:
         x_c, m_c = padded(c["ids"])
-        feats = {
-            "input_ids": torch.from_numpy(x_c),
-            "attention_mask": torch.from_numpy(m_c),
-            "token_type_ids": torch.zeros_like(torch.from_numpy(x_c)),
-        }
+        feats, feed = inputs(x_c, m_c)
 
         def torch_bf16(feats=feats):
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return st(feats)["sentence_embedding"].float()
 
-        feed = {"input_ids": x_c, "attention_mask": m_c, "token_type_ids": np.zeros_like(x_c)}
         row = {
             "case": c["name"],
             "threads": threads,
@@ -280,18 +286,13 @@ def main() -> None:
 
         for c in cases:
             x_c, m_c = padded(c["ids"])
-            feats = {
-                "input_ids": torch.from_numpy(x_c),
-                "attention_mask": torch.from_numpy(m_c),
-                "token_type_ids": torch.zeros_like(torch.from_numpy(x_c)),
-            }
+            feats, feed = inputs(x_c, m_c)
             with torch.inference_mode():
                 t_pt = median_time(lambda feats=feats: st(feats)["sentence_embedding"], c["reps"])
-            feed = {"input_ids": x_c, "attention_mask": m_c, "token_type_ids": np.zeros_like(x_c)}
-            t_ort = median_time(
-                lambda feed=feed, m_c=m_c, sess=sess: mean_pool_normalize(sess.run(None, feed)[0], m_c),
-                c["reps"],
-            )
+                t_ort = median_time(
+                    lambda feed=feed, m_c=m_c, sess=sess: mean_pool_normalize(sess.run(None, feed)[0], m_c),
+                    c["reps"],
+                )
             rows.append(
                 {
                     "case": c["name"],

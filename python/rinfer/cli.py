@@ -149,6 +149,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtype",
+        choices=["f32", "bf16", "int8"],
+        help="precision of the matrix products: f32 (exact, default), bf16 or int8 (faster; the "
+        "loss is measured at load and reported)",
+    )
+    p.add_argument(
+        "--quality-floor",
+        type=float,
+        help="bf16/int8: fail to load when the probe-set cosine to f32 is under this (default 0.999 bf16, 0.99 int8)",
+    )
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per log line: time, level, logger, message (+ exception)."""
 
@@ -181,17 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port to listen on (default 8000)")
     s.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
-    s.add_argument(
-        "--dtype",
-        choices=["f32", "bf16", "int8"],
-        help="precision of the matrix products: f32 (exact, default), bf16 or int8 (faster; the "
-        "loss is measured at load and reported)",
-    )
-    s.add_argument(
-        "--quality-floor",
-        type=float,
-        help="bf16/int8: fail to load when the probe-set cosine to f32 is under this (default 0.999 bf16, 0.99 int8)",
-    )
+    _add_precision_args(s)
     s.add_argument("--max-batch-tokens", type=int, help="tokens per engine batch (default 16384)")
     s.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill, ms (default 2)")
     s.add_argument("--max-queue", type=int, help="requests that may wait before 503 (default 1024)")
@@ -207,17 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("embed", help="embed lines of stdin; one JSON array per line on stdout")
     e.add_argument("--model", help="model folder (default: rinfer.default_model_path())")
     e.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
-    e.add_argument(
-        "--dtype",
-        choices=["f32", "bf16", "int8"],
-        help="precision of the matrix products: f32 (exact, default), bf16 or int8 (faster; the "
-        "loss is measured at load and reported)",
-    )
-    e.add_argument(
-        "--quality-floor",
-        type=float,
-        help="bf16/int8: fail to load when the probe-set cosine to f32 is under this (default 0.999 bf16, 0.99 int8)",
-    )
+    _add_precision_args(e)
     e.add_argument("--batch-size", type=int, default=256, help="lines per engine call (default 256)")
     e.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalise (default: as the model)"

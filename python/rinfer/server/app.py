@@ -93,13 +93,12 @@ async def lifespan(app: FastAPI):
     kind = model_kind(path)
     log.info("loading %s %s from %s", kind, s.model_name, path)
     runner = None
+    common = {"threads": s.threads, "dtype": s.dtype, "quality_floor": s.quality_floor}
     if kind == "embedder":
         model = await asyncio.to_thread(
             rinfer.Embedder.load,
             path,
-            threads=s.threads,
-            dtype=s.dtype,
-            quality_floor=s.quality_floor,
+            **common,
             max_batch_tokens=s.max_batch_tokens,
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
@@ -110,9 +109,7 @@ async def lifespan(app: FastAPI):
         runner.start()
     else:
         loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker
-        model = await asyncio.to_thread(
-            loader.load, path, threads=s.threads, dtype=s.dtype, quality_floor=s.quality_floor
-        )
+        model = await asyncio.to_thread(loader.load, path, **common)
         await asyncio.to_thread(_probe_head, model)
     setattr(app.state, kind, model)
     app.state.kind = kind

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{check_dims, check_len, partition, Activation, PackedB, Part};
+use super::{bias_act, check_dims, check_len, partition, Activation, PackedB};
 use crate::error::{Error, Result};
 use crate::kernels::threads::install;
 use crate::kernels::{vector, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
@@ -124,6 +124,65 @@ fn pack_panels<T: Copy + Default>(
     data
 }
 
+/// What [`PackedBf16`] and [`PackedInt8`] share: constructors from either weight
+/// layout (each type converts in its own `pack`), sizes, ISA and `Debug`.
+macro_rules! packed_common {
+    ($ty:ident) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("isa", &self.kernels.isa)
+                    .field("k", &self.k)
+                    .field("n", &self.n)
+                    .finish()
+            }
+        }
+
+        impl $ty {
+            /// Converts and packs a row-major `K x N` matrix.
+            pub fn from_kn(
+                b: &[f32],
+                k: usize,
+                n: usize,
+                kernels: &'static Kernels,
+            ) -> Result<Self> {
+                check_len("B", b.len(), k, n)?;
+                Self::pack(k, n, kernels, |kk, nn| b[kk * n + nn])
+            }
+
+            /// Converts and packs the transpose of a row-major `N x K` matrix (the
+            /// PyTorch `Linear` layout).
+            pub fn from_nk(
+                w: &[f32],
+                n: usize,
+                k: usize,
+                kernels: &'static Kernels,
+            ) -> Result<Self> {
+                check_len("W", w.len(), n, k)?;
+                Self::pack(k, n, kernels, |kk, nn| w[nn * k + kk])
+            }
+
+            /// Rows of B (the shared dimension).
+            pub fn k(&self) -> usize {
+                self.k
+            }
+
+            /// Columns of B (outputs).
+            pub fn n(&self) -> usize {
+                self.n
+            }
+
+            /// The ISA whose microkernel this packing serves.
+            pub fn isa(&self) -> Isa {
+                self.kernels.isa
+            }
+        }
+    };
+}
+
+packed_common!(PackedBf16);
+packed_common!(PackedInt8);
+
 /// A constant `K x N` matrix in bf16, packed for the bf16 microkernels.
 pub struct PackedBf16 {
     kernels: &'static Kernels,
@@ -132,29 +191,7 @@ pub struct PackedBf16 {
     data: Vec<u16>,
 }
 
-impl std::fmt::Debug for PackedBf16 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedBf16")
-            .field("isa", &self.kernels.isa)
-            .field("k", &self.k)
-            .field("n", &self.n)
-            .finish()
-    }
-}
-
 impl PackedBf16 {
-    /// Packs a row-major `K x N` matrix.
-    pub fn from_kn(b: &[f32], k: usize, n: usize, kernels: &'static Kernels) -> Result<Self> {
-        check_len("B", b.len(), k, n)?;
-        Self::pack(k, n, kernels, |kk, nn| b[kk * n + nn])
-    }
-
-    /// Packs the transpose of a row-major `N x K` matrix (PyTorch `Linear` layout).
-    pub fn from_nk(w: &[f32], n: usize, k: usize, kernels: &'static Kernels) -> Result<Self> {
-        check_len("W", w.len(), n, k)?;
-        Self::pack(k, n, kernels, |kk, nn| w[nn * k + kk])
-    }
-
     fn pack(
         k: usize,
         n: usize,
@@ -169,21 +206,6 @@ impl PackedBf16 {
             n,
             data,
         })
-    }
-
-    /// Rows of B (the shared dimension).
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// Columns of B (outputs).
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// The ISA whose microkernel this packing serves.
-    pub fn isa(&self) -> Isa {
-        self.kernels.isa
     }
 
     fn panel(&self, p: usize) -> &[u16] {
@@ -205,29 +227,7 @@ pub struct PackedInt8 {
     colsum: Vec<i32>,
 }
 
-impl std::fmt::Debug for PackedInt8 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedInt8")
-            .field("isa", &self.kernels.isa)
-            .field("k", &self.k)
-            .field("n", &self.n)
-            .finish()
-    }
-}
-
 impl PackedInt8 {
-    /// Quantises and packs a row-major `K x N` matrix.
-    pub fn from_kn(b: &[f32], k: usize, n: usize, kernels: &'static Kernels) -> Result<Self> {
-        check_len("B", b.len(), k, n)?;
-        Self::pack(k, n, kernels, |kk, nn| b[kk * n + nn])
-    }
-
-    /// Quantises and packs the transpose of a row-major `N x K` matrix.
-    pub fn from_nk(w: &[f32], n: usize, k: usize, kernels: &'static Kernels) -> Result<Self> {
-        check_len("W", w.len(), n, k)?;
-        Self::pack(k, n, kernels, |kk, nn| w[nn * k + kk])
-    }
-
     fn pack(
         k: usize,
         n: usize,
@@ -261,21 +261,6 @@ impl PackedInt8 {
             scale,
             colsum,
         })
-    }
-
-    /// Rows of B (the shared dimension).
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// Columns of B (outputs).
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// The ISA whose microkernel this packing serves.
-    pub fn isa(&self) -> Isa {
-        self.kernels.isa
     }
 
     /// The weights as the kernels see them: `scale[j] * q[k][j]`, row-major `K x N`.
@@ -328,18 +313,11 @@ fn sweep(
                 tile(r, rows, p, &mut c[at..]);
             }
             // Bias and activation while the tile row is still in L1.
-            let part = Part {
-                c: &mut *c,
-                ldc,
-                base,
-            };
-            part.finish(
-                kern,
-                bias,
-                act,
-                r - r0..r - r0 + rows,
-                g0 * LOWP_NR..(g1 * LOWP_NR).min(n),
-            );
+            let (c0, c1) = (g0 * LOWP_NR, (g1 * LOWP_NR).min(n));
+            for i in r - r0..r - r0 + rows {
+                let row = &mut c[i * ldc + c0 - base..i * ldc + c1 - base];
+                bias_act(kern, bias.map(|b| &b[c0..c1]), act, row);
+            }
             r += rows;
         }
         g0 = g1;

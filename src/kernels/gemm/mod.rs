@@ -1,10 +1,12 @@
 //! f32 GEMM `C = act(A·B + bias)` for row-major activations times constant weights.
 //!
 //! Weights are packed once ([`PackedB`]) into panels of `NR` columns, `K` deep, for
-//! the microkernel of one ISA. The driver blocks K into `KC` slices (A's micro-panel
-//! stays in L1) and N into groups of panels (a B block stays in L2), packs A's rows
-//! `MR` at a time, and splits the output over the rayon pool: by rows when there are
-//! many, by column panels when there are few (single-sentence latency).
+//! the microkernel of one ISA. The driver blocks K into slices (A's rows of a tile
+//! stay in L1) and N into groups of panels (a B block stays in L2). Paths with a
+//! microkernel that reads A in place (AVX-512) use it directly; the others pack A's
+//! rows `MR` at a time. The output is split over the rayon pool: by rows when there
+//! are many, by column panels when there are few (single-sentence latency).
+//! `lowp` holds the bf16 and int8 counterparts.
 
 pub mod lowp;
 
@@ -139,21 +141,17 @@ impl PackedB {
         }
         const MAX_NR: usize = 32;
         assert!(nr <= MAX_NR, "panel width {nr} above {MAX_NR}");
-        let zeros = vec![0.0f32; k];
         for (p, panel) in body.chunks_exact_mut(k * nr).enumerate() {
             let cols = nr.min(n - p * nr);
-            // The panel's columns, zero past N: then each group is one gather.
-            let src: [&[f32]; MAX_NR] = std::array::from_fn(|j| {
-                if j < cols {
-                    &col(p * nr + j)[..k]
-                } else {
-                    &zeros[..]
-                }
-            });
+            // The panel's columns (the last one repeated past N, zeroed below):
+            // then each group is one gather, and nothing is allocated.
+            let src: [&[f32]; MAX_NR] =
+                std::array::from_fn(|j| &col(p * nr + j.min(cols - 1))[..k]);
             for (kk, group) in panel.chunks_exact_mut(nr).enumerate() {
                 for (j, v) in group.iter_mut().enumerate() {
                     *v = src[j][kk] * scale;
                 }
+                group[cols..].fill(0.0);
             }
         }
     }
@@ -555,44 +553,23 @@ fn pack_a(
 /// Bias and activation over rows `r0..r1`, absolute columns `c0..c1`.
 fn epilogue(job: &Job, c: &mut [f32], ldc: usize, r0: usize, r1: usize, c0: usize, c1: usize) {
     let base = job.p0 * job.b.kernels.nr;
-    let part = Part { c, ldc, base };
-    part.finish(job.b.kernels, job.bias, job.act, r0..r1, c0..c1);
+    let bias = job.bias.map(|b| &b[c0..c1]);
+    for r in r0..r1 {
+        let row = &mut c[r * ldc + (c0 - base)..r * ldc + (c1 - base)];
+        bias_act(job.b.kernels, bias, job.act, row);
+    }
 }
 
-/// A part of C being computed: `c` holds rows from 0 with stride `ldc`; its column 0
-/// is absolute column `base`.
-pub(crate) struct Part<'a> {
-    pub c: &'a mut [f32],
-    pub ldc: usize,
-    pub base: usize,
-}
-
-impl Part<'_> {
-    /// Adds the bias and applies the activation over `rows` and absolute `cols`.
-    pub fn finish(
-        self,
-        kern: &Kernels,
-        bias: Option<&[f32]>,
-        act: Activation,
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
-    ) {
-        if bias.is_none() && act == Activation::None {
-            return;
-        }
-        let (c0, c1, base, ldc) = (cols.start, cols.end, self.base, self.ldc);
-        for r in rows {
-            let row = &mut self.c[r * ldc + (c0 - base)..r * ldc + (c1 - base)];
-            if let Some(bias) = bias {
-                (kern.add_bias)(row, &bias[c0..c1]);
-            }
-            match act {
-                Activation::None => {}
-                Activation::GeluErf => (kern.gelu_erf)(row),
-                Activation::GeluTanh => (kern.gelu_tanh)(row),
-                Activation::Relu => (kern.relu)(row),
-            }
-        }
+/// `row = act(row + bias)`, `bias` (when given) as long as `row`.
+pub(crate) fn bias_act(kern: &Kernels, bias: Option<&[f32]>, act: Activation, row: &mut [f32]) {
+    if let Some(bias) = bias {
+        (kern.add_bias)(row, bias);
+    }
+    match act {
+        Activation::None => {}
+        Activation::GeluErf => (kern.gelu_erf)(row),
+        Activation::GeluTanh => (kern.gelu_tanh)(row),
+        Activation::Relu => (kern.relu)(row),
     }
 }
 

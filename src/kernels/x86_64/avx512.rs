@@ -125,29 +125,7 @@ unsafe fn tile<const M: usize>(
             bp = bp.add(NR);
         }
     }
-    let m0: __mmask16 = if nr >= 16 { 0xFFFF } else { (1u16 << nr) - 1 };
-    let m1: __mmask16 = if nr >= 32 {
-        0xFFFF
-    } else if nr > 16 {
-        (1u16 << (nr - 16)) - 1
-    } else {
-        0
-    };
-    for i in 0..M {
-        let row = c.wrapping_add(i * ldc);
-        let hi = row.wrapping_add(16);
-        // SAFETY: masked loads and stores touch only columns `0..nr` of row `i`,
-        // which the caller guarantees are valid; masked-off lanes never fault.
-        unsafe {
-            let (mut r0, mut r1) = (c0[i], c1[i]);
-            if acc {
-                r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0, row));
-                r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1, hi));
-            }
-            _mm512_mask_storeu_ps(row, m0, r0);
-            _mm512_mask_storeu_ps(hi, m1, r1);
-        }
-    }
+    store(c0, c1, c, ldc, nr, acc);
 }
 
 /// Safe entry point with the [`crate::kernels::DirectMicroKernel`] contract.
@@ -225,9 +203,22 @@ unsafe fn tile_direct<const M: usize>(
     store(c0, c1, c, ldc, nr, acc);
 }
 
+/// Masks for columns `0..16` and `16..32` of a tile `nr` columns wide.
+pub(super) fn masks(nr: usize) -> (__mmask16, __mmask16) {
+    let m0 = if nr >= 16 { 0xFFFF } else { (1u16 << nr) - 1 };
+    let m1 = if nr >= 32 {
+        0xFFFF
+    } else if nr > 16 {
+        (1u16 << (nr - 16)) - 1
+    } else {
+        0
+    };
+    (m0, m1)
+}
+
 /// Writes (or adds, when `acc`) an `M x nr` tile of accumulators to C.
 #[inline(always)]
-fn store<const M: usize>(
+pub(super) fn store<const M: usize>(
     c0: [__m512; M],
     c1: [__m512; M],
     c: *mut f32,
@@ -235,14 +226,7 @@ fn store<const M: usize>(
     nr: usize,
     acc: bool,
 ) {
-    let m0: __mmask16 = if nr >= 16 { 0xFFFF } else { (1u16 << nr) - 1 };
-    let m1: __mmask16 = if nr >= 32 {
-        0xFFFF
-    } else if nr > 16 {
-        (1u16 << (nr - 16)) - 1
-    } else {
-        0
-    };
+    let (m0, m1) = masks(nr);
     for i in 0..M {
         let row = c.wrapping_add(i * ldc);
         let hi = row.wrapping_add(16);

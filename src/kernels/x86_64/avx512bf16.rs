@@ -4,7 +4,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{avx512, vector_kernels};
+use super::avx512::{self, masks, store};
+use super::vector_kernels;
 use crate::kernels::{Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
 
 /// Rows of the bf16 and int8 tiles (24 accumulators + 2 weight registers).
@@ -29,19 +30,6 @@ pub static LOWP: LowpKernels = LowpKernels {
 vector_kernels! { "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c";
     to_bf16(src: &[f32], dst: &mut [u16]);
     quantize_u8(src: &[f32], dst: &mut [u8]) -> (f32, i32);
-}
-
-/// Masks for columns `0..16` and `16..32` of a tile `nr` columns wide.
-fn masks(nr: usize) -> (__mmask16, __mmask16) {
-    let m0 = if nr >= 16 { 0xFFFF } else { (1u16 << nr) - 1 };
-    let m1 = if nr >= 32 {
-        0xFFFF
-    } else if nr > 16 {
-        (1u16 << (nr - 16)) - 1
-    } else {
-        0
-    };
-    (m0, m1)
 }
 
 /// Safe entry point with the [`crate::kernels::Bf16Kernel`] contract.
@@ -120,15 +108,7 @@ unsafe fn bf16_tile<const M: usize>(
             bp = bp.add(2 * LOWP_NR);
         }
     }
-    let (m0, m1) = masks(nr);
-    for i in 0..M {
-        let row = c.wrapping_add(i * ldc);
-        // SAFETY: masked stores touch only columns `0..nr` of row `i`.
-        unsafe {
-            _mm512_mask_storeu_ps(row, m0, c0[i]);
-            _mm512_mask_storeu_ps(row.wrapping_add(16), m1, c1[i]);
-        }
-    }
+    store(c0, c1, c, ldc, nr, false);
 }
 
 /// Safe entry point with the [`crate::kernels::Int8Kernel`] contract.
