@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, isas, random};
+use common::{assert_close, isas, random, skipped};
 use proptest::prelude::*;
 use rinfer::kernels::{self, Isa, Kernels};
 
@@ -273,7 +273,10 @@ fn active_table_follows_rinfer_isa() {
             if want.is_supported() {
                 assert_eq!(active.unwrap().isa, want);
             } else {
-                eprintln!("SKIPPED: RINFER_ISA={name} is not supported by this CPU");
+                skipped(
+                    &format!("RINFER_ISA={name}"),
+                    &format!("CPU lacks {}", want.missing().join(", ")),
+                );
                 assert!(active.is_err());
             }
         }
@@ -354,4 +357,30 @@ fn microkernels_compute_one_tile() {
             }
         }
     }
+}
+
+/// `RINFER_CPU_MASK` hides features: every path needing one reads as absent, names
+/// it, and the best path is below it (how the suite runs as on an older CPU).
+#[test]
+fn masked_features_read_as_absent() {
+    let mask = kernels::masked_features();
+    for isa in Isa::ALL {
+        let missing = isa.missing();
+        assert_eq!(isa.is_supported(), missing.is_empty(), "{isa}");
+        for m in mask {
+            if isa != Isa::Generic && missing.iter().all(|f| f != m) {
+                // The mask names a feature this path does not need.
+                continue;
+            }
+            if missing.iter().any(|f| f == m) {
+                let err = kernels::for_isa(isa).unwrap_err().to_string();
+                assert!(err.contains(m.as_str()), "{isa}: {err}");
+            }
+        }
+    }
+    if mask.iter().any(|m| m == "avx512f") {
+        assert!(!Isa::Avx512.is_supported() && !Isa::Avx512Bf16.is_supported());
+        assert!(matches!(Isa::best(), Isa::Avx2 | Isa::Generic));
+    }
+    assert!(Isa::Generic.is_supported());
 }

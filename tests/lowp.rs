@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{assert_close, isas, random};
+use common::{assert_close, isas, random, skipped};
 use rinfer::kernels::{
     self, gemm_bf16, gemm_int8, Activation, PackedBf16, PackedInt8, PackedLinear, Precision,
 };
@@ -24,7 +24,7 @@ fn lowp_isas() -> Vec<Isa> {
         .filter(|&isa| {
             let has = kernels::for_isa(isa).unwrap().lowp.is_some();
             if !has {
-                eprintln!("SKIPPED: ISA path `{isa}` has no bf16/int8 kernels");
+                skipped(&format!("bf16/int8 kernels on {isa}"), "the path has none");
             }
             has
         })

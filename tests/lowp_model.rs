@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{f32s, golden, minilm_dir, root, strings};
+use common::{f32s, golden, minilm_dir, root, skipped, strings};
 use ndarray::Array2;
 use rinfer::quality::{cosine, PROBE_TEXTS};
 use rinfer::{kernels, Embedder, Error, Isa, LoadOptions, Precision};
@@ -20,12 +20,15 @@ use rinfer::{kernels, Embedder, Error, Isa, LoadOptions, Precision};
 fn lowp_available() -> bool {
     let kern = kernels::active();
     if kern.lowp.is_none() {
-        eprintln!(
-            "SKIPPED: the active path `{}` has no bf16/int8 kernels (only the fallback test applies)",
-            kern.isa
+        skipped(
+            &format!("model-level bf16/int8 on {}", kern.isa),
+            "the path has no bf16/int8 kernels (only the fallback test applies)",
         );
     } else if kern.isa == Isa::Generic {
-        eprintln!("SKIPPED: model-level bf16/int8 on the scalar generic path (too slow; kernels tested in tests/lowp.rs)");
+        skipped(
+            "model-level bf16/int8 on generic",
+            "too slow on the scalar path; its kernels are tested in tests/lowp.rs",
+        );
         return false;
     }
     kern.lowp.is_some()
@@ -204,7 +207,10 @@ fn fallback_to_f32_is_reported() {
     let info = model.info();
     assert_eq!(info.requested_dtype, "bf16");
     if kernels::active().isa == Isa::Generic {
-        eprintln!("SKIPPED: a whole model on the scalar generic path (too slow)");
+        skipped(
+            "bf16 fallback on generic",
+            "a whole bf16 model on the scalar path is too slow",
+        );
     } else if kernels::active().lowp.is_some() {
         assert_eq!(info.dtype, "bf16");
         assert!(info.note.is_none());

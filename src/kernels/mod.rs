@@ -61,18 +61,28 @@ impl Isa {
             })
     }
 
-    /// Whether this CPU (and OS) can run the path.
+    /// Whether this CPU (and OS) can run the path: [`Isa::missing`] is empty.
     pub fn is_supported(self) -> bool {
+        self.missing().is_empty()
+    }
+
+    /// The CPU features this path needs that the CPU lacks, or that
+    /// `RINFER_CPU_MASK` hides (see [`masked_features`]); empty when it can run.
+    /// A path of another architecture lacks its whole architecture.
+    pub fn missing(self) -> Vec<&'static str> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mask = masked_features();
+            x86_64::features(self)
+                .into_iter()
+                .filter(|&(name, has)| !has || mask.iter().any(|m| m == name))
+                .map(|(name, _)| name)
+                .collect()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         match self {
-            Isa::Generic => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86_64::avx2_supported(),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => x86_64::avx512_supported(),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Bf16 => x86_64::avx512bf16_supported(),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
+            Isa::Generic => Vec::new(),
+            _ => vec!["x86_64"],
         }
     }
 
@@ -89,6 +99,23 @@ impl Isa {
             .find(|i| i.is_supported())
             .unwrap_or(Isa::Generic)
     }
+}
+
+/// CPU features that detection reports absent whatever the CPU has: the
+/// comma-separated names in `RINFER_CPU_MASK` (e.g. `avx512f`), read once per
+/// process. Tests use it to run as they would on an older CPU (with `avx512f`
+/// hidden, an AVX-512 machine runs the suite as an AVX2-only one does); it can
+/// only take paths away, never add one the CPU lacks.
+pub fn masked_features() -> &'static [String] {
+    static MASK: OnceLock<Vec<String>> = OnceLock::new();
+    MASK.get_or_init(|| {
+        std::env::var("RINFER_CPU_MASK")
+            .unwrap_or_default()
+            .split(',')
+            .map(|f| f.trim().to_ascii_lowercase())
+            .filter(|f| !f.is_empty())
+            .collect()
+    })
 }
 
 impl fmt::Display for Isa {
@@ -241,10 +268,19 @@ impl fmt::Debug for Kernels {
 
 /// The kernel table of `isa`, if this CPU supports it.
 pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
-    if !isa.is_supported() {
+    let missing = isa.missing();
+    if !missing.is_empty() {
         return Err(Error::IsaUnavailable {
             requested: isa.name().to_string(),
-            reason: "this CPU does not support it".to_string(),
+            reason: format!(
+                "this CPU lacks {}{}",
+                missing.join(", "),
+                if masked_features().is_empty() {
+                    ""
+                } else {
+                    " (RINFER_CPU_MASK hides some features)"
+                }
+            ),
         });
     }
     Ok(match isa {

@@ -22,12 +22,34 @@ pub fn random(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The ISA paths to test: every one this CPU supports. The others are named on
-/// stderr (visible with `--nocapture`, and in CI's log) as skipped.
+/// Reports a test (or part of one) that did not run: on stderr, and as a line of
+/// `skipped.log` in Cargo's test scratch folder, which `scripts/test_rust.sh`
+/// empties before the suite and prints, counted, after it (so `cargo test -q`
+/// cannot hide a skip, and a skip never reads as a pass).
+pub fn skipped(test: &str, reason: &str) {
+    let line = format!("SKIPPED {test}: {reason}");
+    eprintln!("{line}");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        use std::io::Write;
+        // One write of the whole line: appends from parallel tests stay whole.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+/// The ISA paths to test: every one this CPU supports. The others are reported
+/// through [`skipped`], with the features the CPU lacks.
 pub fn isas() -> Vec<Isa> {
     for isa in Isa::ALL {
         if !isa.is_supported() {
-            eprintln!("SKIPPED: ISA path `{isa}` is not supported by this CPU");
+            skipped(
+                &format!("ISA path {isa}"),
+                &format!("CPU lacks {}", isa.missing().join(", ")),
+            );
         }
     }
     Isa::supported()

@@ -4,27 +4,40 @@ pub mod avx2;
 pub mod avx512;
 pub mod avx512bf16;
 
-/// AVX2 + FMA + F16C, with OS support for the YMM state.
-pub fn avx2_supported() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-}
-
-/// AVX-512 F/BW/VL/DQ on top of AVX2, with OS support for the ZMM state.
-pub fn avx512_supported() -> bool {
-    avx2_supported()
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-}
-
-/// AVX-512 with the BF16 and VNNI extensions.
-pub fn avx512bf16_supported() -> bool {
-    avx512_supported()
-        && std::arch::is_x86_feature_detected!("avx512bf16")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
+/// The CPU features each x86-64 path needs, each with whether the CPU (and OS)
+/// has it. `is_x86_feature_detected!` takes literals, hence one list per path.
+pub fn features(isa: super::Isa) -> Vec<(&'static str, bool)> {
+    use std::arch::is_x86_feature_detected as has;
+    let avx2 = || {
+        vec![
+            ("avx2", has!("avx2")),
+            ("fma", has!("fma")),
+            ("f16c", has!("f16c")),
+        ]
+    };
+    let avx512 = || {
+        let mut f = avx2();
+        f.extend([
+            ("avx512f", has!("avx512f")),
+            ("avx512bw", has!("avx512bw")),
+            ("avx512vl", has!("avx512vl")),
+            ("avx512dq", has!("avx512dq")),
+        ]);
+        f
+    };
+    match isa {
+        super::Isa::Generic => Vec::new(),
+        super::Isa::Avx2 => avx2(),
+        super::Isa::Avx512 => avx512(),
+        super::Isa::Avx512Bf16 => {
+            let mut f = avx512();
+            f.extend([
+                ("avx512bf16", has!("avx512bf16")),
+                ("avx512vnni", has!("avx512vnni")),
+            ]);
+            f
+        }
+    }
 }
 
 /// Compiles the shared vectorisable kernels of `kernels::vector` once more, for the
