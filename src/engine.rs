@@ -1,6 +1,7 @@
 //! What users load and call: [`Embedder`] (sentence embeddings), [`Classifier`]
 //! (sequence classification) and [`Reranker`] (cross-encoder scoring), each built
-//! from a Hugging Face / sentence-transformers model folder.
+//! from a Hugging Face / sentence-transformers model folder of any supported family
+//! (`config.json`'s `model_type` decides; see [`crate::models::config`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +9,10 @@ use ndarray::Array2;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Activation, PackedB, Precision};
-use crate::models::{BertConfig, BertModel, Pooling, PoolingMode, TokenBatch};
+use crate::kernels::{self, Precision};
+use crate::models::{
+    config, ClassifierHead, Encoder, EncoderConfig, Pooling, PoolingMode, TokenBatch,
+};
 use crate::quality::{Quality, PROBE_TEXTS};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::weights::Weights;
@@ -53,6 +56,8 @@ pub struct LoadOptions {
 pub struct ModelInfo {
     /// The folder it was loaded from.
     pub path: PathBuf,
+    /// The family, as `config.json`'s `model_type` names it.
+    pub model_type: String,
     /// Hidden size of the encoder.
     pub hidden_size: usize,
     /// Encoder layers.
@@ -86,8 +91,8 @@ struct StModule {
 /// The parts every model folder has: config, weights, tokenizer, length limit.
 struct Folder {
     dir: PathBuf,
-    cfg: BertConfig,
-    model: BertModel,
+    cfg: EncoderConfig,
+    model: Encoder,
     tokenizer: Tokenizer,
     max_len: usize,
     requested: Precision,
@@ -114,8 +119,9 @@ impl Folder {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
             });
         }
-        let cfg = BertConfig::from_file(&dir.join("config.json"))?;
-        let weights = Weights::open(dir.join("model.safetensors"))?.with_prefixes(&["bert."]);
+        let cfg = config::from_file(&dir.join("config.json"))?;
+        let weights =
+            Weights::open(dir.join("model.safetensors"))?.with_prefixes(cfg.names.prefixes);
         let max_len = Self::max_len(dir, &cfg)?;
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
         let kern = kernels::try_active()?;
@@ -128,7 +134,7 @@ impl Folder {
         } else {
             (opts.dtype, None)
         };
-        let model = BertModel::load_with(&cfg, &weights, precision)?;
+        let model = Encoder::load_with(&cfg, &weights, precision)?;
         let mut folder = Self {
             dir: dir.to_path_buf(),
             cfg,
@@ -140,7 +146,7 @@ impl Folder {
             note,
         };
         if precision != Precision::F32 {
-            let reference = BertModel::load_with(&folder.cfg, &weights, Precision::F32)?;
+            let reference = Encoder::load_with(&folder.cfg, &weights, Precision::F32)?;
             let quality = folder.probe(&reference)?;
             folder.quality = Some(quality);
             let floor = opts.quality_floor.or(Quality::default_floor(precision));
@@ -159,7 +165,7 @@ impl Folder {
 
     /// Runs the probe texts through `reference` and this folder's model and compares
     /// the mean of each text's last hidden states.
-    fn probe(&self, reference: &BertModel) -> Result<Quality> {
+    fn probe(&self, reference: &Encoder) -> Result<Quality> {
         let enc = self.tokenizer.encode(PROBE_TEXTS, true)?;
         let batch = TokenBatch {
             ids: &enc.ids,
@@ -182,9 +188,9 @@ impl Folder {
     }
 
     /// `sentence_bert_config.json`'s `max_seq_length`, else the tokenizer config's
-    /// `model_max_length`, else `max_position_embeddings`.
-    fn max_len(dir: &Path, cfg: &BertConfig) -> Result<usize> {
-        let limit = cfg.max_position_embeddings;
+    /// `model_max_length`, else the positions the model has.
+    fn max_len(dir: &Path, cfg: &EncoderConfig) -> Result<usize> {
+        let limit = cfg.max_tokens();
         let sbert = dir.join("sentence_bert_config.json");
         if sbert.is_file() {
             let v: serde_json::Value = read_json(&sbert)?;
@@ -194,7 +200,7 @@ impl Folder {
                     return Err(Error::Config {
                         path: sbert,
                         reason: format!(
-                            "max_seq_length {n} must be in 1..={limit} (max_position_embeddings)"
+                            "max_seq_length {n} must be in 1..={limit} (the model's positions)"
                         ),
                     });
                 }
@@ -216,6 +222,7 @@ impl Folder {
     fn info(&self, dim: usize) -> ModelInfo {
         ModelInfo {
             path: self.dir.clone(),
+            model_type: self.cfg.model_type.clone(),
             hidden_size: self.cfg.hidden_size,
             layers: self.cfg.num_hidden_layers,
             dim,
@@ -312,7 +319,7 @@ impl Embedder {
     pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let folder = Folder::open(dir, opts)?;
-        let (pooling, normalize) = Self::read_modules(dir)?;
+        let (pooling, normalize) = Self::read_modules(dir, folder.cfg.hidden_size)?;
         Ok(Self {
             folder,
             pooling,
@@ -320,7 +327,7 @@ impl Embedder {
         })
     }
 
-    fn read_modules(dir: &Path) -> Result<(Pooling, bool)> {
+    fn read_modules(dir: &Path, hidden: usize) -> Result<(Pooling, bool)> {
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
             return Ok((Pooling::new(vec![PoolingMode::Mean])?, false));
@@ -333,7 +340,10 @@ impl Embedder {
             match kind {
                 "Transformer" => {}
                 "Pooling" => {
-                    pooling = Some(Pooling::from_file(&dir.join(&m.path).join("config.json"))?)
+                    pooling = Some(Pooling::from_file(
+                        &dir.join(&m.path).join("config.json"),
+                        hidden,
+                    )?)
                 }
                 "Normalize" => normalize = true,
                 other => {
@@ -382,7 +392,7 @@ impl Embedder {
     }
 
     /// The encoder.
-    pub fn model(&self) -> &BertModel {
+    pub fn model(&self) -> &Encoder {
         &self.folder.model
     }
 
@@ -471,72 +481,37 @@ fn shift_index(e: Error, start: usize) -> Error {
     }
 }
 
-/// A sequence-classification head on a BERT encoder (`BertForSequenceClassification`):
-/// `logits = W · tanh(P · h_cls + p) + b`.
+/// An encoder with its family's sequence-classification head.
 struct Head {
     folder: Folder,
-    w: PackedB,
-    b: Vec<f32>,
+    head: ClassifierHead,
     labels: Vec<String>,
 }
 
 impl Head {
     fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         let folder = Folder::open(dir, opts)?;
-        if !folder.model.has_pooler() {
-            return Err(Error::Config {
-                path: dir.join("model.safetensors"),
-                reason:
-                    "no pooler weights (bert.pooler.dense): not a sequence-classification model"
-                        .into(),
-            });
-        }
-        let weights = Weights::open(dir.join("model.safetensors"))?;
-        let h = folder.cfg.hidden_size;
-        let n = match weights.info("classifier.weight") {
-            Some((_, shape)) if shape.len() == 2 => shape[0],
-            _ => {
-                return Err(Error::MissingTensor {
-                    path: weights.path().to_path_buf(),
-                    name: "classifier.weight".into(),
-                    tried: "`classifier.weight`".into(),
-                })
-            }
-        };
-        let w = weights.get_f32("classifier.weight", &[n, h])?;
-        let b = weights.get_f32("classifier.bias", &[n])?.into_data();
+        let weights =
+            Weights::open(dir.join("model.safetensors"))?.with_prefixes(folder.cfg.names.prefixes);
+        let head = ClassifierHead::load(&folder.cfg, &weights, folder.model.kernels())?;
+        let n = head.labels();
         let labels = folder
             .cfg
-            .labels()
+            .labels
+            .clone()
             .filter(|l| l.len() == n)
             .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect());
         Ok(Self {
-            w: PackedB::from_nk(w.data(), n, h, folder.model.kernels())?,
-            b,
-            labels,
             folder,
+            head,
+            labels,
         })
     }
 
     fn logits(&self, enc: &Encoded) -> Result<Vec<f32>> {
         let hidden = self.folder.hidden(enc)?;
-        let h = self.folder.cfg.hidden_size;
-        let mut cls = Vec::with_capacity(enc.len() * h);
-        for i in 0..enc.len() {
-            let start = enc.offsets[i];
-            cls.extend_from_slice(&hidden[start * h..(start + 1) * h]);
-        }
-        let pooled = self.folder.model.pool_dense(&cls, enc.len())?;
-        let mut out = vec![0.0f32; enc.len() * self.labels.len()];
-        kernels::gemm(
-            &pooled,
-            enc.len(),
-            &self.w,
-            Some(&self.b),
-            Activation::None,
-            &mut out,
-        )?;
-        Ok(out)
+        self.head
+            .logits(&hidden, self.folder.cfg.hidden_size, &enc.offsets)
     }
 }
 

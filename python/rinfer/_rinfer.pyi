@@ -36,6 +36,7 @@ class BuildInfo(TypedDict):
 @type_check_only
 class ModelInfo(TypedDict):
     path: str
+    model_type: str
     hidden_size: int
     layers: int
     dim: int

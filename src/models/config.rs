@@ -1,141 +1,124 @@
-//! `config.json` of BERT-family models (Hugging Face format), validated.
+//! `config.json` of a Hugging Face model folder. The family is read from
+//! `model_type` (else `architectures`) and mapped by its own file onto an
+//! [`EncoderConfig`]; a family, or an option that changes the math, that rinfer does
+//! not run is refused with the field named, never run as something else.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde_json::Value;
 
+use super::encoder::EncoderConfig;
+use super::{bert, distilbert, roberta};
 use crate::error::{Error, Result};
 use crate::kernels::Activation;
 
-fn default_act() -> String {
-    "gelu".into()
-}
-fn default_positions() -> usize {
-    512
-}
-fn default_types() -> usize {
-    2
-}
-fn default_eps() -> f64 {
-    1e-12
-}
-fn default_position_kind() -> String {
-    "absolute".into()
-}
+/// A family's mapping from a parsed `config.json` onto the encoder description.
+type FamilyFn = fn(&Value) -> std::result::Result<EncoderConfig, String>;
 
-/// The fields of a BERT `config.json` that inference needs.
-#[derive(Clone, Debug, Deserialize)]
-pub struct BertConfig {
-    /// Token vocabulary size.
-    pub vocab_size: usize,
-    /// Width of the hidden states.
-    pub hidden_size: usize,
-    /// Encoder layers.
-    pub num_hidden_layers: usize,
-    /// Attention heads per layer.
-    pub num_attention_heads: usize,
-    /// Width of the feed-forward layer.
-    pub intermediate_size: usize,
-    /// `gelu`, `gelu_new` (and its aliases) or `relu`.
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
-    /// Longest sequence the position table covers.
-    #[serde(default = "default_positions")]
-    pub max_position_embeddings: usize,
-    /// Token type (segment) vocabulary size.
-    #[serde(default = "default_types")]
-    pub type_vocab_size: usize,
-    /// LayerNorm epsilon.
-    #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
-    /// Only `absolute` is supported.
-    #[serde(default = "default_position_kind")]
-    pub position_embedding_type: String,
-    /// Class labels of a sequence-classification head, by index.
-    #[serde(default)]
-    pub id2label: Option<BTreeMap<String, String>>,
-    /// Architectures the checkpoint was saved from.
-    #[serde(default)]
-    pub architectures: Option<Vec<String>>,
-    /// `bert` (others that share the architecture are accepted).
-    #[serde(default)]
-    pub model_type: Option<String>,
+/// Every `model_type` rinfer runs, with the prefix of its `architectures` names.
+const FAMILIES: &[(&str, &str, FamilyFn)] = &[
+    ("bert", "Bert", bert::config),
+    ("roberta", "Roberta", roberta::config),
+    ("xlm-roberta", "XLMRoberta", roberta::config),
+    ("camembert", "Camembert", roberta::config),
+    ("distilbert", "DistilBert", distilbert::config),
+];
+
+/// The `model_type` values rinfer runs, for error messages and docs.
+pub fn supported_model_types() -> Vec<&'static str> {
+    FAMILIES.iter().map(|f| f.0).collect()
 }
 
-impl BertConfig {
-    /// Reads and validates `path`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            reason: format!("not a BERT config: {e}"),
-        })?;
-        cfg.validate().map_err(|reason| Error::Config {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        Ok(cfg)
-    }
+/// Reads `config.json`, finds the family and maps it.
+pub fn from_file(path: &Path) -> Result<EncoderConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| Error::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let family = family_of(&v).map_err(bad)?;
+    let cfg = (family.2)(&v).map_err(|e| bad(format!("{} config: {e}", family.0)))?;
+    cfg.validate().map_err(bad)?;
+    Ok(cfg)
+}
 
-    fn validate(&self) -> std::result::Result<(), String> {
-        let sizes = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
-        ];
-        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{name}` must be positive"));
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
-        if self.position_embedding_type != "absolute" {
-            return Err(format!(
-                "position_embedding_type `{}` is not supported (only `absolute`)",
-                self.position_embedding_type
-            ));
-        }
-        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
-            return Err(format!("layer_norm_eps {} is invalid", self.layer_norm_eps));
-        }
-        self.activation().map(|_| ())
-    }
-
-    /// The feed-forward activation.
-    pub fn activation(&self) -> std::result::Result<Activation, String> {
-        match self.hidden_act.as_str() {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => Err(format!(
-                "hidden_act `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)"
-            )),
-        }
-    }
-
-    /// Width of one attention head.
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
-    }
-
-    /// Class labels in index order, when the config has them.
-    pub fn labels(&self) -> Option<Vec<String>> {
-        let map = self.id2label.as_ref()?;
-        let mut pairs: Vec<(usize, &String)> = map
+fn family_of(
+    v: &Value,
+) -> std::result::Result<&'static (&'static str, &'static str, FamilyFn), String> {
+    let supported = || supported_model_types().join(", ");
+    let archs: Vec<&str> = v
+        .get("architectures")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match v.get("model_type").and_then(Value::as_str) {
+        Some(mt) => FAMILIES
             .iter()
-            .filter_map(|(k, v)| k.parse().ok().map(|i| (i, v)))
-            .collect();
-        pairs.sort();
-        Some(pairs.into_iter().map(|(_, v)| v.clone()).collect())
+            .find(|f| f.0 == mt.to_ascii_lowercase().replace('_', "-"))
+            .ok_or_else(|| {
+                format!(
+                    "model_type `{mt}` (architectures {archs:?}) is not supported; rinfer runs {}",
+                    supported()
+                )
+            }),
+        None => archs
+            .iter()
+            .find_map(|a| {
+                // The longest matching prefix: `XLMRobertaModel` is not `Roberta...`.
+                FAMILIES
+                    .iter()
+                    .filter(|f| a.starts_with(f.1))
+                    .max_by_key(|f| f.1.len())
+            })
+            .ok_or_else(|| {
+                format!(
+                    "no `model_type`, and architectures {archs:?} name no supported family; rinfer runs {}",
+                    supported()
+                )
+            }),
     }
+}
+
+/// Parses the whole config as `T` (the fields a family reads).
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(v: &Value) -> std::result::Result<T, String> {
+    T::deserialize(v).map_err(|e| e.to_string())
+}
+
+/// Refuses options under which the encoder would compute something else.
+pub(crate) fn refuse_flags(v: &Value, flags: &[&str]) -> std::result::Result<(), String> {
+    for flag in flags {
+        if v.get(*flag).and_then(Value::as_bool) == Some(true) {
+            return Err(format!("`{flag}: true` is not supported (an encoder only)"));
+        }
+    }
+    Ok(())
+}
+
+/// The feed-forward activation named by `hidden_act` / `activation`.
+pub(crate) fn activation(name: &str) -> std::result::Result<Activation, String> {
+    match name {
+        "gelu" => Ok(Activation::GeluErf),
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+        "relu" => Ok(Activation::Relu),
+        other => Err(format!(
+            "activation `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)"
+        )),
+    }
+}
+
+/// Class labels in index order from `id2label`, when the config has them.
+pub(crate) fn labels(id2label: &Option<BTreeMap<String, String>>) -> Option<Vec<String>> {
+    let map = id2label.as_ref()?;
+    let mut pairs: Vec<(usize, &String)> = map
+        .iter()
+        .filter_map(|(k, v)| k.parse().ok().map(|i| (i, v)))
+        .collect();
+    pairs.sort();
+    Some(pairs.into_iter().map(|(_, v)| v.clone()).collect())
 }

@@ -1,9 +1,13 @@
-//! Model families, one file each: configuration, weights loading and forward pass.
+//! Model families: one encoder implementation ([`encoder`]) driven by a small
+//! description, one file per family mapping its `config.json` and tensor names onto
+//! it, sentence pooling, and the config reader that picks the family.
 
 pub mod bert;
 pub mod config;
+pub mod distilbert;
+pub mod encoder;
 pub mod pooling;
+pub mod roberta;
 
-pub use bert::{BertModel, TokenBatch};
-pub use config::BertConfig;
+pub use encoder::{ClassifierHead, Encoder, EncoderConfig, TokenBatch};
 pub use pooling::{Pooling, PoolingMode};

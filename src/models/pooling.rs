@@ -1,5 +1,6 @@
 //! Sentence pooling over ragged hidden states (sentence-transformers' `Pooling`
-//! module): CLS, mean, max, mean/sqrt(len), last token; several modes concatenate.
+//! module): CLS, mean, max, mean/sqrt(len), weighted mean, last token; several modes
+//! concatenate.
 
 use std::path::Path;
 
@@ -21,16 +22,29 @@ pub enum PoolingMode {
     MeanSqrtLen,
     /// The last token's vector.
     LastToken,
+    /// Mean weighted by position (1 for the first token, 2 for the second, ...).
+    WeightedMean,
 }
 
 /// Pooling modes in sentence-transformers' concatenation order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pooling {
     modes: Vec<PoolingMode>,
+    include_prompt: bool,
 }
 
+/// `1_Pooling/config.json` as every sentence-transformers release writes it: the
+/// 2.x-5.x boolean flags (`pooling_mode_*_tokens`), or 6.x's `pooling_mode` (one
+/// name or a list) with `embedding_dimension` and `include_prompt`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StPoolingConfig {
+    #[serde(default, alias = "word_embedding_dimension")]
+    embedding_dimension: Option<usize>,
+    #[serde(default)]
+    pooling_mode: Option<ModeNames>,
+    #[serde(default)]
+    include_prompt: Option<bool>,
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
@@ -45,6 +59,39 @@ struct StPoolingConfig {
     pooling_mode_lasttoken: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModeNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PoolingMode {
+    /// sentence-transformers' names, in its concatenation order of the legacy flags.
+    pub const NAMES: [(&'static str, PoolingMode); 6] = [
+        ("cls", PoolingMode::Cls),
+        ("max", PoolingMode::Max),
+        ("mean", PoolingMode::Mean),
+        ("mean_sqrt_len_tokens", PoolingMode::MeanSqrtLen),
+        ("weightedmean", PoolingMode::WeightedMean),
+        ("lasttoken", PoolingMode::LastToken),
+    ];
+
+    /// Parses a sentence-transformers pooling mode name.
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, m)| m)
+            .ok_or_else(|| {
+                format!(
+                    "pooling mode `{name}` is not one of {}",
+                    Self::NAMES.map(|(n, _)| n).join(", ")
+                )
+            })
+    }
+}
+
 impl Pooling {
     /// Pooling with the given modes (at least one).
     pub fn new(modes: Vec<PoolingMode>) -> Result<Self> {
@@ -53,42 +100,69 @@ impl Pooling {
                 "pooling needs at least one mode".into(),
             ));
         }
-        Ok(Self { modes })
+        Ok(Self {
+            modes,
+            include_prompt: true,
+        })
     }
 
-    /// Reads a sentence-transformers `1_Pooling/config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
+    /// Reads a sentence-transformers `1_Pooling/config.json` (any release's format);
+    /// `hidden` is the encoder's width, which `embedding_dimension` must equal.
+    pub fn from_file(path: &Path, hidden: usize) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let cfg: StPoolingConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
+        let bad = |reason: String| Error::Config {
             path: path.to_path_buf(),
-            reason: format!("not a pooling config: {e}"),
-        })?;
-        if cfg.pooling_mode_weightedmean_tokens {
-            return Err(Error::Config {
-                path: path.to_path_buf(),
-                reason: "weighted-mean pooling is not supported".into(),
-            });
+            reason,
+        };
+        let cfg: StPoolingConfig =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a pooling config: {e}")))?;
+        if let Some(d) = cfg.embedding_dimension {
+            if d != hidden {
+                return Err(bad(format!(
+                    "embedding_dimension {d} differs from the model's hidden_size {hidden}"
+                )));
+            }
         }
-        let modes: Vec<PoolingMode> = [
-            (cfg.pooling_mode_cls_token, PoolingMode::Cls),
-            (cfg.pooling_mode_max_tokens, PoolingMode::Max),
-            (cfg.pooling_mode_mean_tokens, PoolingMode::Mean),
-            (
-                cfg.pooling_mode_mean_sqrt_len_tokens,
-                PoolingMode::MeanSqrtLen,
-            ),
-            (cfg.pooling_mode_lasttoken, PoolingMode::LastToken),
-        ]
-        .into_iter()
-        .filter_map(|(on, m)| on.then_some(m))
-        .collect();
-        Self::new(modes).map_err(|_| Error::Config {
-            path: path.to_path_buf(),
-            reason: "no pooling mode is switched on".into(),
-        })
+        let modes: Vec<PoolingMode> = match cfg.pooling_mode {
+            Some(ModeNames::One(name)) => vec![PoolingMode::parse(&name).map_err(bad)?],
+            Some(ModeNames::Many(names)) => names
+                .iter()
+                .map(|n| PoolingMode::parse(n))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(bad)?,
+            None => {
+                let flags = [
+                    cfg.pooling_mode_cls_token,
+                    cfg.pooling_mode_max_tokens,
+                    cfg.pooling_mode_mean_tokens,
+                    cfg.pooling_mode_mean_sqrt_len_tokens,
+                    cfg.pooling_mode_weightedmean_tokens,
+                    cfg.pooling_mode_lasttoken,
+                ];
+                let on: Vec<PoolingMode> = flags
+                    .iter()
+                    .zip(PoolingMode::NAMES)
+                    .filter_map(|(&on, (_, m))| on.then_some(m))
+                    .collect();
+                // sentence-transformers pools by mean when no flag is on.
+                if on.is_empty() {
+                    vec![PoolingMode::Mean]
+                } else {
+                    on
+                }
+            }
+        };
+        let mut pooling = Self::new(modes).map_err(|e| bad(e.to_string()))?;
+        pooling.include_prompt = cfg.include_prompt.unwrap_or(true);
+        Ok(pooling)
+    }
+
+    /// Whether prompt tokens take part in pooling (`include_prompt`, default true).
+    pub fn include_prompt(&self) -> bool {
+        self.include_prompt
     }
 
     /// The modes, in output order.
@@ -129,6 +203,15 @@ impl Pooling {
                         (kern.mean_rows)(rows, o);
                         let f = (len as f32).sqrt();
                         o.iter_mut().for_each(|v| *v *= f);
+                    }
+                    PoolingMode::WeightedMean => {
+                        o.fill(0.0);
+                        for (i, r) in rows.chunks_exact(h).enumerate() {
+                            let w = (i + 1) as f32;
+                            o.iter_mut().zip(r).for_each(|(a, b)| *a += w * b);
+                        }
+                        let total = (len * (len + 1) / 2) as f32;
+                        o.iter_mut().for_each(|v| *v /= total);
                     }
                     PoolingMode::Max => {
                         o.copy_from_slice(&rows[..h]);

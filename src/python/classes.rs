@@ -63,6 +63,7 @@ fn rows_to_py(py: Python<'_>, arr: Array2<f32>, single: bool) -> Bound<'_, PyAny
 fn info_dict<'py>(py: Python<'py>, info: &ModelInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("path", info.path.display().to_string())?;
+    d.set_item("model_type", &info.model_type)?;
     d.set_item("hidden_size", info.hidden_size)?;
     d.set_item("layers", info.layers)?;
     d.set_item("dim", info.dim)?;

@@ -1,0 +1,79 @@
+//! DistilBERT (`model_type: distilbert`): BERT's post-LN layers under other names
+//! (`transformer.layer.{i}.attention.q_lin`, `sa_layer_norm`, `ffn.lin1`, ...), no
+//! token types, LayerNorm epsilon fixed at 1e-12, and a classification head
+//! `pre_classifier` (ReLU) then `classifier`. Sinusoidal position tables are stored
+//! in the weights like learned ones, so both read the same way.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::config::{activation, labels, parse};
+use super::encoder::{EncoderConfig, HeadAct, HeadNames, TensorNames};
+
+static NAMES: TensorNames = TensorNames {
+    prefixes: &["distilbert."],
+    word: "embeddings.word_embeddings",
+    position: "embeddings.position_embeddings",
+    token_type: None,
+    emb_norm: "embeddings.LayerNorm",
+    qkv: [
+        "transformer.layer.{i}.attention.q_lin",
+        "transformer.layer.{i}.attention.k_lin",
+        "transformer.layer.{i}.attention.v_lin",
+    ],
+    attn_out: "transformer.layer.{i}.attention.out_lin",
+    attn_norm: "transformer.layer.{i}.sa_layer_norm",
+    up: "transformer.layer.{i}.ffn.lin1",
+    down: "transformer.layer.{i}.ffn.lin2",
+    out_norm: "transformer.layer.{i}.output_layer_norm",
+    head: HeadNames {
+        dense: "pre_classifier",
+        dense_act: HeadAct::Relu,
+        out: "classifier",
+    },
+};
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_positions() -> usize {
+    512
+}
+
+#[derive(Deserialize)]
+struct Fields {
+    vocab_size: usize,
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    hidden_dim: usize,
+    #[serde(default = "default_act")]
+    activation: String,
+    #[serde(default = "default_positions")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    id2label: Option<BTreeMap<String, String>>,
+}
+
+/// Maps a DistilBERT `config.json`.
+pub fn config(v: &Value) -> Result<EncoderConfig, String> {
+    let f: Fields = parse(v)?;
+    Ok(EncoderConfig {
+        model_type: "distilbert".into(),
+        vocab_size: f.vocab_size,
+        hidden_size: f.dim,
+        num_hidden_layers: f.n_layers,
+        num_attention_heads: f.n_heads,
+        intermediate_size: f.hidden_dim,
+        act: activation(&f.activation)?,
+        max_position_embeddings: f.max_position_embeddings,
+        position_offset: 0,
+        pad_token_id: None,
+        type_vocab_size: 0,
+        layer_norm_eps: 1e-12,
+        labels: labels(&f.id2label),
+        names: &NAMES,
+    })
+}
