@@ -255,6 +255,22 @@ impl Folder {
     }
 }
 
+/// What a model folder holds, as its family's head tensors tell: `"reranker"` (a
+/// sequence-classification head with one output), `"classifier"` (several) or
+/// `"embedder"` (none). Reads only `config.json` and the weights' header.
+pub fn model_kind(dir: impl AsRef<Path>) -> Result<&'static str> {
+    let dir = dir.as_ref();
+    let cfg = config::from_file(&dir.join("config.json"))?;
+    let weights = Weights::open(dir.join("model.safetensors"))?.with_prefixes(cfg.names.prefixes);
+    Ok(
+        match weights.info(&format!("{}.weight", cfg.names.head.out)) {
+            Some((_, shape)) if shape.len() == 2 && shape[0] == 1 => "reranker",
+            Some((_, shape)) if shape.len() == 2 => "classifier",
+            _ => "embedder",
+        },
+    )
+}
+
 /// Builds a ragged batch from caller-supplied token ids.
 fn encoded_from_ids<S: AsRef<[u32]>>(seqs: &[S], max_len: usize) -> Result<Encoded> {
     let mut enc = Encoded {
@@ -554,6 +570,11 @@ impl Classifier {
         self.head.folder.info(self.head.labels.len())
     }
 
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.head.folder.tokenizer
+    }
+
     /// Raw logits, `[texts x labels]`.
     pub fn logits<S: AsRef<str> + Sync>(&self, texts: &[S], truncate: bool) -> Result<Array2<f32>> {
         let enc = self.head.folder.tokenizer.encode(texts, truncate)?;
@@ -627,6 +648,11 @@ impl Reranker {
     /// What this model is.
     pub fn info(&self) -> ModelInfo {
         self.head.folder.info(1)
+    }
+
+    /// The tokenizer (pairs are built with the family's template).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.head.folder.tokenizer
     }
 
     /// Raw logits for each (query, passage) pair.

@@ -32,7 +32,8 @@ pub mod weights;
 mod python;
 
 pub use engine::{
-    Classifier, Embedder, EncodeOptions, LoadOptions, ModelInfo, Prediction, Ranked, Reranker,
+    model_kind, Classifier, Embedder, EncodeOptions, LoadOptions, ModelInfo, Prediction, Ranked,
+    Reranker,
 };
 pub use error::{Error, Result};
 pub use kernels::{Isa, Precision};

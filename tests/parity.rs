@@ -4,37 +4,9 @@
 
 mod common;
 
-use common::{f32s, golden, id_lists, minilm_dir, root, strings};
+use common::{assert_parity, f32s, golden, id_lists, minilm_dir, root, strings};
 use rinfer::{Classifier, Embedder, EncodeOptions, Error, Reranker};
 use serde_json::Value;
-
-/// Every row: cosine >= 0.99999 and max |diff| <= 1e-4.
-fn assert_parity(got: &ndarray::Array2<f32>, want: &[f32], what: &str) {
-    let dim = got.ncols();
-    assert_eq!(got.len(), want.len(), "{what}: size");
-    for (i, (g, w)) in got
-        .rows()
-        .into_iter()
-        .zip(want.chunks_exact(dim))
-        .enumerate()
-    {
-        let dot: f64 = g.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
-        let ng: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        let nw: f64 = w.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        let cos = if ng == 0.0 && nw == 0.0 {
-            1.0
-        } else {
-            dot / (ng * nw)
-        };
-        let max_diff = g
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(cos >= 0.99999, "{what}: row {i} cosine {cos}");
-        assert!(max_diff <= 1e-4, "{what}: row {i} max abs diff {max_diff}");
-    }
-}
 
 #[test]
 fn minilm_matches_sentence_transformers() {

@@ -23,6 +23,7 @@ from rinfer._rinfer import (
     UnsupportedError,
     __version__,
     build_info,
+    model_kind,
     set_num_threads,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "__version__",
     "build_info",
     "default_model_path",
+    "model_kind",
     "set_num_threads",
 ]
 

@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import Sequence
-from typing import Any, TypedDict, final, type_check_only
+from typing import Any, Literal, TypedDict, final, type_check_only
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,7 @@ __all__ = [
     "__version__",
     "_resolve",
     "build_info",
+    "model_kind",
     "set_num_threads",
 ]
 
@@ -74,6 +75,7 @@ class UnsupportedError(RinferError): ...
 
 def build_info() -> BuildInfo: ...
 def set_num_threads(n: int) -> None: ...
+def model_kind(path: str | os.PathLike[str]) -> Literal["embedder", "classifier", "reranker"]: ...
 def _resolve(fut: Any, value: Any, failed: bool) -> None: ...
 
 @final

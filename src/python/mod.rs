@@ -38,6 +38,13 @@ fn set_num_threads(n: usize) -> PyResult<()> {
     Ok(())
 }
 
+/// `rinfer.model_kind(path)`: `"embedder"`, `"classifier"` or `"reranker"`, from the
+/// folder's config and its weights' header.
+#[pyfunction]
+fn model_kind(path: std::path::PathBuf) -> PyResult<&'static str> {
+    crate::engine::model_kind(&path).map_err(errors::to_py)
+}
+
 /// Completes an asyncio future on its loop's thread, unless it was cancelled.
 #[pyfunction]
 fn _resolve(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, failed: bool) -> PyResult<()> {
@@ -57,6 +64,7 @@ fn _rinfer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(model_kind, m)?)?;
     m.add_function(wrap_pyfunction!(_resolve, m)?)?;
     m.add_class::<classes::PyEmbedder>()?;
     m.add_class::<classes::PyClassifier>()?;

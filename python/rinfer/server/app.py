@@ -4,7 +4,6 @@ in the lifespan, before the first request, and released at shutdown."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import pathlib
 import secrets
@@ -36,18 +35,12 @@ def _probe(model: rinfer.Embedder) -> None:
 
 
 def model_kind(path: str) -> str:
-    """`classifier` or `reranker` when the weights have a sequence-classification head
-    (`classifier.weight`; one output row means a cross-encoder), else `embedder`."""
+    """`classifier` or `reranker` when the weights have the family's sequence-classification
+    head (one output row means a cross-encoder), else `embedder` (rinfer.model_kind)."""
     try:
-        with open(pathlib.Path(path) / "model.safetensors", "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n)) if 0 < n <= 100_000_000 else {}
-    except (OSError, ValueError):
+        return rinfer.model_kind(path)
+    except (OSError, rinfer.RinferError):
         return "embedder"  # the loader reports the real problem, naming the file
-    head = header.get("classifier.weight")
-    if not isinstance(head, dict):
-        return "embedder"
-    return "reranker" if head.get("shape", [0])[0] == 1 else "classifier"
 
 
 def _probe_head(head) -> None:
@@ -129,7 +122,6 @@ async def lifespan(app: FastAPI):
 def _offline_docs(app: FastAPI) -> None:
     """Swagger UI at /docs and ReDoc at /redoc, from assets shipped in a package
     (`fastapi-offline`), so the docs work with no internet."""
-    import pathlib
 
     import fastapi_offline
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
