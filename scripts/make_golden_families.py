@@ -26,6 +26,9 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     DistilBertConfig,
+    MPNetConfig,
+    MPNetForSequenceClassification,
+    MPNetModel,
     DistilBertForSequenceClassification,
     DistilBertModel,
     RobertaConfig,
@@ -68,6 +71,20 @@ def bpe_tokenizer() -> Tokenizer:
     return tok
 
 
+def mpnet_tokenizer() -> Tokenizer:
+    """WordPiece with MPNet's specials: <s> 0, <pad> 1, </s> 2, pairs <s> a </s></s> b </s>."""
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?;:'\"()-")
+    vocab = list(dict.fromkeys(specials + WORDS + chars + ["##" + c for c in chars]))
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return tok
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """sentence-transformers' Pooling on right-padded batches."""
     m = mask.unsqueeze(-1).float()
@@ -98,7 +115,7 @@ def padded(encs, pad_id: int):
     return ids, mask
 
 
-def save(d: pathlib.Path, model, tok: Tokenizer, dtype=torch.float32) -> None:
+def save(d: pathlib.Path, model, tok: Tokenizer, dtype=torch.float32, max_len: int = MAX_LEN) -> None:
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
@@ -106,7 +123,7 @@ def save(d: pathlib.Path, model, tok: Tokenizer, dtype=torch.float32) -> None:
     save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
     model.config.to_json_file(str(d / "config.json"))
     tok.save(str(d / "tokenizer.json"))
-    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_LEN}))
+    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_len}))
 
 
 def st_modules(d: pathlib.Path, hidden: int, modes: list[str], normalize: bool, legacy: bool) -> None:
@@ -137,13 +154,14 @@ def st_modules(d: pathlib.Path, hidden: int, modes: list[str], normalize: bool, 
     (d / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
 
 
-def embedder(name, model, tok, pad_id, modes, normalize, legacy, dtype=torch.float32, type_ids=False):
+def embedder(name, model, tok, pad_id, modes, normalize, legacy, dtype=torch.float32, max_len=MAX_LEN, extra=None):
     # The stored dtype is what rinfer reads: compute the golden from the same rounding.
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.to(dtype).to(torch.float32))
-    tok.enable_truncation(MAX_LEN)
-    encs = tok.encode_batch(INPUTS)
+    tok.enable_truncation(max_len)
+    texts = INPUTS + (extra or [])
+    encs = tok.encode_batch(texts)
     ids, mask = padded(encs, pad_id)
     with torch.no_grad():
         hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -152,12 +170,12 @@ def embedder(name, model, tok, pad_id, modes, normalize, legacy, dtype=torch.flo
             vec = torch.nn.functional.normalize(vec, p=2, dim=1)
     tok.no_truncation()
     d = OUT / name
-    save(d, model, tok, dtype)
+    save(d, model, tok, dtype, max_len)
     h = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
     st_modules(d, h, modes, normalize, legacy)
     golden = {
         "kind": "embedder",
-        "texts": INPUTS,
+        "texts": texts,
         "ids": [e.ids for e in encs],
         "dim": vec.shape[1],
         "normalize": normalize,
@@ -167,15 +185,15 @@ def embedder(name, model, tok, pad_id, modes, normalize, legacy, dtype=torch.flo
     print(f"{name}: {type(model).__name__}, modes {modes}, {dtype}, max tokens {max(len(e.ids) for e in encs)}")
 
 
-def classifier(name, model, tok, pad_id, query: str | None):
-    tok.enable_truncation(MAX_LEN)
+def classifier(name, model, tok, pad_id, query: str | None, max_len=MAX_LEN):
+    tok.enable_truncation(max_len)
     encs = tok.encode_batch([(query, t) for t in INPUTS] if query else INPUTS)
     ids, mask = padded(encs, pad_id)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
     tok.no_truncation()
     d = OUT / name
-    save(d, model, tok)
+    save(d, model, tok, max_len=max_len)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     golden = {
         "kind": "reranker" if query else "classifier",
@@ -287,6 +305,41 @@ def main() -> None:
         **dict(dcfg, activation="gelu"), num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}
     )
     classifier("distilbert-classifier", DistilBertForSequenceClassification(dc).eval(), wp, 0, None)
+
+    # MPNet: relative-position buckets need inputs past the exact range (8) and the
+    # logarithmic one (up to 128): a 240-token text, max_seq_length 256.
+    mp = mpnet_tokenizer()
+    torch.manual_seed(7)
+    mcfg = {
+        "vocab_size": mp.get_vocab_size(),
+        "hidden_size": 36,
+        "num_attention_heads": 3,
+        "num_hidden_layers": 2,
+        "intermediate_size": 61,
+        "max_position_embeddings": 258,
+        "initializer_range": 0.2,
+        "pad_token_id": 1,
+    }
+    long_text = " ".join(WORDS * 5)[:1100]
+    embedder(
+        "mpnet-mean",
+        MPNetModel(MPNetConfig(**mcfg), add_pooling_layer=False).eval(),
+        mp,
+        1,
+        ["mean"],
+        True,
+        legacy=False,
+        max_len=256,
+        extra=[long_text, " ".join(WORDS[:20])],
+    )
+    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+    d = torch.arange(-600, 601)
+    buckets = MPNetEncoder.relative_position_bucket(d, num_buckets=32, max_distance=128)
+    (OUT / "mpnet-mean" / "buckets.json").write_text(json.dumps({"from": -600, "buckets": buckets.tolist()}))
+    torch.manual_seed(8)
+    mc = MPNetForSequenceClassification(MPNetConfig(**mcfg, num_labels=1)).eval()
+    classifier("mpnet-reranker", mc, mp, 1, "which animal jumps over the dog?", max_len=256)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,22 @@
 mod common;
 
 use common::{assert_close, isas, random};
-use rinfer::kernels::{self, attention::attention, gemm::gemm_serial_strided, PackedB};
+use rinfer::kernels::attention::{attention, attention_biased};
+use rinfer::kernels::{self, gemm::gemm_serial_strided, PackedB};
 
 /// softmax(q kᵀ / sqrt(dh)) v per sequence and head, in f64.
 fn reference(qkv: &[f32], offsets: &[usize], heads: usize, dh: usize) -> Vec<f32> {
+    reference_biased(qkv, offsets, heads, dh, &|_, _| 0.0)
+}
+
+/// softmax(q kᵀ / sqrt(dh) + bias(head, j - i)) v, in f64.
+fn reference_biased(
+    qkv: &[f32],
+    offsets: &[usize],
+    heads: usize,
+    dh: usize,
+    bias: &dyn Fn(usize, isize) -> f32,
+) -> Vec<f32> {
     let h = heads * dh;
     let t = *offsets.last().unwrap();
     let mut out = vec![0.0f32; t * h];
@@ -20,6 +32,7 @@ fn reference(qkv: &[f32], offsets: &[usize], heads: usize, dh: usize) -> Vec<f32
                 let s: Vec<f64> = (w[0]..w[1])
                     .map(|j| {
                         (0..dh).map(|d| at(i, 0, d) * at(j, 1, d)).sum::<f64>() / (dh as f64).sqrt()
+                            + bias(hd, j as isize - i as isize) as f64
                     })
                     .collect();
                 let mx = s.iter().cloned().fold(f64::MIN, f64::max);
@@ -57,6 +70,45 @@ fn ragged_attention_matches_reference() {
                     &want,
                     1e-5,
                     &format!("attention {isa} heads={heads} dh={dh} t={threads}"),
+                );
+            }
+        }
+    }
+}
+
+/// A relative bias (per head and distance, with -inf past a window as local
+/// attention uses) on every path, one and several threads, against the reference.
+#[test]
+fn relative_bias_matches_reference() {
+    let bias = |hd: usize, d: isize| -> f32 {
+        if d.abs() > 9 {
+            f32::NEG_INFINITY
+        } else {
+            0.3 * hd as f32 - 0.05 * d as f32 + if d > 0 { 0.2 } else { 0.0 }
+        }
+    };
+    for (heads, dh) in [(1, 4), (3, 16), (2, 33)] {
+        let offsets = [0usize, 1, 14, 40, 41, 80];
+        let t = *offsets.last().unwrap();
+        let qkv = random(t * 3 * heads * dh, (heads * 7 + dh) as u64);
+        let want = reference_biased(&qkv, &offsets, heads, dh, &bias);
+        for isa in isas() {
+            let kern = kernels::for_isa(isa).unwrap();
+            for threads in [1, 3] {
+                let mut ctx = vec![f32::NAN; t * heads * dh];
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| {
+                        attention_biased(kern, &qkv, &offsets, heads, dh, Some(&bias), &mut ctx)
+                    })
+                    .unwrap();
+                assert_close(
+                    &ctx,
+                    &want,
+                    1e-5,
+                    &format!("biased {isa} h={heads} dh={dh}"),
                 );
             }
         }

@@ -86,7 +86,7 @@ fn embedders_match_transformers() {
         }
         let info = model.info();
         assert!(
-            ["xlm-roberta", "roberta", "distilbert"].contains(&info.model_type.as_str()),
+            ["xlm-roberta", "roberta", "distilbert", "mpnet"].contains(&info.model_type.as_str()),
             "{name}: {info:?}"
         );
     }
@@ -114,6 +114,22 @@ fn classifiers_and_rerankers_match_transformers() {
         }
         let got = rr.logits(query, &passages, true).unwrap();
         assert_close(&got, &logits_of(&g), 1e-4, &name);
+    }
+}
+
+/// MPNet's relative-position buckets equal transformers' for every distance in
+/// -600..=600 (exact range, logarithmic range, clamp).
+#[test]
+fn mpnet_buckets_match_transformers() {
+    let g = golden(&root().join("tests/data/families/mpnet-mean/buckets.json"));
+    let from = g["from"].as_i64().unwrap() as isize;
+    for (k, want) in g["buckets"].as_array().unwrap().iter().enumerate() {
+        let d = from + k as isize;
+        assert_eq!(
+            rinfer::models::mpnet::bucket(d),
+            want.as_u64().unwrap() as usize,
+            "distance {d}"
+        );
     }
 }
 

@@ -22,6 +22,7 @@ struct Scratch {
     scores: Vec<f32>,
     sums: Vec<f32>,
     out: Vec<f32>,
+    rel: Vec<f32>,
 }
 
 /// The output matrix, written by many tasks at once, each to its own elements.
@@ -45,6 +46,11 @@ impl Shared {
     }
 }
 
+/// An additive score bias that depends only on the head and the distance
+/// `j - i` from query `i` to key `j` of a sequence: `bias(head, j - i)`. MPNet's
+/// bucketed relative bias, ALiBi and local windows (`-inf` outside) are such biases.
+pub type RelativeBias<'a> = &'a (dyn Fn(usize, isize) -> f32 + Sync);
+
 /// `ctx[t, hd*dh..(hd+1)*dh] = softmax(q·kᵀ/sqrt(dh))·v` for every sequence
 /// `offsets[s]..offsets[s+1]` and head `hd`, where row `t` of `qkv` is
 /// `[q (H) | k (H) | v (H)]` with `H = heads * dh`. No mask: sequences are unpadded.
@@ -54,6 +60,20 @@ pub fn attention(
     offsets: &[usize],
     heads: usize,
     dh: usize,
+    ctx: &mut [f32],
+) -> Result<()> {
+    attention_biased(kern, qkv, offsets, heads, dh, None, ctx)
+}
+
+/// [`attention`] with `bias(head, j - i)` added to each score `q_i·k_j/sqrt(dh)`
+/// before the softmax.
+pub fn attention_biased(
+    kern: &'static Kernels,
+    qkv: &[f32],
+    offsets: &[usize],
+    heads: usize,
+    dh: usize,
+    bias: Option<RelativeBias>,
     ctx: &mut [f32],
 ) -> Result<()> {
     let h = heads * dh;
@@ -72,6 +92,7 @@ pub fn attention(
         scores: Vec::new(),
         sums: Vec::new(),
         out: Vec::new(),
+        rel: Vec::new(),
     };
     let head =
         |sc: &mut Scratch, start: usize, len: usize, hd: usize, out: &mut [f32], ldo: usize| {
@@ -84,6 +105,17 @@ pub fn attention(
             sc.scores.resize(len * len, 0.0);
             let q = &qkv[start * 3 * h + hd * dh..];
             gemm_serial_strided(q, 3 * h, len, &sc.kt, &mut sc.scores, len)?;
+            if let Some(bias) = bias {
+                // rel[d + len - 1] = bias(hd, d) for d in -(len-1)..=len-1; row i
+                // adds rel[len-1-i..2len-1-i].
+                sc.rel.clear();
+                sc.rel
+                    .extend((0..2 * len - 1).map(|k| bias(hd, k as isize - (len as isize - 1))));
+                for (i, row) in sc.scores.chunks_exact_mut(len).enumerate() {
+                    let r = &sc.rel[len - 1 - i..2 * len - 1 - i];
+                    row.iter_mut().zip(r).for_each(|(s, b)| *s += b);
+                }
+            }
             sc.sums.clear();
             sc.sums.extend(
                 sc.scores

@@ -112,6 +112,7 @@ impl BertFields {
             layer_norm_eps: self.layer_norm_eps as f32,
             labels: labels(&self.id2label),
             names,
+            relative_bias: None,
         })
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::encoder::EncoderConfig;
-use super::{bert, distilbert, roberta};
+use super::{bert, distilbert, mpnet, roberta};
 use crate::error::{Error, Result};
 use crate::kernels::Activation;
 
@@ -24,6 +24,7 @@ const FAMILIES: &[(&str, &str, FamilyFn)] = &[
     ("xlm-roberta", "XLMRoberta", roberta::config),
     ("camembert", "Camembert", roberta::config),
     ("distilbert", "DistilBert", distilbert::config),
+    ("mpnet", "MPNet", mpnet::config),
 ];
 
 /// The `model_type` values rinfer runs, for error messages and docs.

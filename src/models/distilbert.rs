@@ -75,5 +75,6 @@ pub fn config(v: &Value) -> Result<EncoderConfig, String> {
         layer_norm_eps: 1e-12,
         labels: labels(&f.id2label),
         names: &NAMES,
+        relative_bias: None,
     })
 }

@@ -94,6 +94,20 @@ pub struct EncoderConfig {
     pub labels: Option<Vec<String>>,
     /// Where the tensors are.
     pub names: &'static TensorNames,
+    /// A learned attention bias by relative distance, shared by all layers (MPNet).
+    pub relative_bias: Option<RelativeBiasSpec>,
+}
+
+/// A learned relative-position attention bias: `table[bucket(j - i)][head]` is
+/// added to the score of query `i` and key `j` in every layer.
+#[derive(Clone, Copy, Debug)]
+pub struct RelativeBiasSpec {
+    /// The `[rows x heads]` table.
+    pub table: &'static str,
+    /// Rows of the table.
+    pub rows: usize,
+    /// The bucket (row) of a distance `j - i`; always `< rows`.
+    pub bucket: fn(isize) -> usize,
 }
 
 impl EncoderConfig {
@@ -258,6 +272,8 @@ pub struct Encoder {
     token_type: Vec<f32>,
     emb_norm: Norm,
     layers: Vec<Layer>,
+    /// `[rows x heads]`, with [`EncoderConfig::relative_bias`].
+    relative_table: Vec<f32>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -313,6 +329,15 @@ impl Encoder {
                 out_norm: Norm::load(weights, &n(names.out_norm), h)?,
             });
         }
+        let relative_table = match cfg.relative_bias {
+            Some(spec) => weights
+                .get_f32(
+                    &format!("{}.weight", spec.table),
+                    &[spec.rows, cfg.num_attention_heads],
+                )?
+                .into_data(),
+            None => Vec::new(),
+        };
         let token_type = match names.token_type {
             Some(name) if cfg.type_vocab_size > 0 => emb(name, cfg.type_vocab_size)?,
             _ => Vec::new(),
@@ -328,6 +353,7 @@ impl Encoder {
             token_type,
             emb_norm: Norm::load(weights, names.emb_norm, h)?,
             layers,
+            relative_table,
         })
     }
 
@@ -414,6 +440,7 @@ impl Encoder {
         let h = self.cfg.hidden_size;
         let t = batch.ids.len();
         let mut x = self.embed(batch);
+        let buckets = self.buckets(batch.offsets);
         let mut ws = self
             .spare
             .lock()
@@ -425,7 +452,7 @@ impl Encoder {
         let (a, up) = (sized(a, t * h), sized(up, t * self.cfg.intermediate_size));
         for layer in &self.layers {
             layer.qkv.forward(&x, t, Activation::None, qkv)?;
-            self.attention(qkv, batch.offsets, ctx)?;
+            self.attention(qkv, batch.offsets, &buckets, ctx)?;
             layer.attn_out.forward(ctx, t, Activation::None, a)?;
             self.norm_rows(a, Some(&x), &layer.attn_norm);
             layer.up.forward(a, t, self.act, up)?;
@@ -492,9 +519,39 @@ impl Encoder {
 
     /// Scaled dot-product attention for every (sequence, head), from the fused
     /// `[tokens x 3H]` projections into `ctx` `[tokens x H]`.
-    fn attention(&self, qkv: &[f32], offsets: &[usize], ctx: &mut [f32]) -> Result<()> {
+    fn attention(
+        &self,
+        qkv: &[f32],
+        offsets: &[usize],
+        buckets: &[usize],
+        ctx: &mut [f32],
+    ) -> Result<()> {
         let heads = self.cfg.num_attention_heads;
-        kernels::attention::attention(self.kernels, qkv, offsets, heads, self.cfg.head_dim(), ctx)
+        let dh = self.cfg.head_dim();
+        let k = self.kernels;
+        if buckets.is_empty() {
+            return kernels::attention::attention(k, qkv, offsets, heads, dh, ctx);
+        }
+        // buckets[d + longest - 1] is the table row of distance d.
+        let shift = (buckets.len() / 2) as isize;
+        let table = &self.relative_table;
+        let bias = move |hd: usize, d: isize| table[buckets[(d + shift) as usize] * heads + hd];
+        kernels::attention::attention_biased(k, qkv, offsets, heads, dh, Some(&bias), ctx)
+    }
+
+    /// The relative-bias row of each distance `-(longest-1)..=longest-1` of this
+    /// batch (empty without a relative bias).
+    fn buckets(&self, offsets: &[usize]) -> Vec<usize> {
+        let Some(spec) = self.cfg.relative_bias else {
+            return Vec::new();
+        };
+        let longest = offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
+            .max(1) as isize;
+        (-(longest - 1)..longest).map(spec.bucket).collect()
     }
 }
 
