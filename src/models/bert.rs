@@ -8,28 +8,31 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::{activation, labels, parse, refuse_flags};
-use super::encoder::{EncoderConfig, HeadAct, HeadNames, TensorNames};
+use super::encoder::{EncoderConfig, HeadAct, HeadNames, Qkv, TensorNames};
 
 /// Tensor names of `BertModel` / `BertFor*` (and of RoBERTa, with its prefix and head).
 pub const NAMES: TensorNames = TensorNames {
     prefixes: &["bert."],
     word: "embeddings.word_embeddings",
-    position: "embeddings.position_embeddings",
+    position: Some("embeddings.position_embeddings"),
     token_type: Some("embeddings.token_type_embeddings"),
     emb_norm: "embeddings.LayerNorm",
-    qkv: [
+    qkv: Qkv::Separate([
         "encoder.layer.{i}.attention.self.query",
         "encoder.layer.{i}.attention.self.key",
         "encoder.layer.{i}.attention.self.value",
-    ],
+    ]),
     attn_out: "encoder.layer.{i}.attention.output.dense",
     attn_norm: "encoder.layer.{i}.attention.output.LayerNorm",
     up: "encoder.layer.{i}.intermediate.dense",
+    gate: None,
     down: "encoder.layer.{i}.output.dense",
     out_norm: "encoder.layer.{i}.output.LayerNorm",
+    final_norm: None,
     head: HeadNames {
-        dense: "pooler.dense",
+        dense: Some("pooler.dense"),
         dense_act: HeadAct::Tanh,
+        norm: None,
         out: "classifier",
     },
 };
@@ -98,7 +101,6 @@ impl BertFields {
         position_offset: usize,
     ) -> Result<EncoderConfig, String> {
         Ok(EncoderConfig {
-            model_type: model_type.to_string(),
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
             num_hidden_layers: self.num_hidden_layers,
@@ -107,12 +109,10 @@ impl BertFields {
             act: activation(&self.hidden_act)?,
             max_position_embeddings: self.max_position_embeddings,
             position_offset,
-            pad_token_id: None,
             type_vocab_size: self.type_vocab_size,
             layer_norm_eps: self.layer_norm_eps as f32,
             labels: labels(&self.id2label),
-            names,
-            relative_bias: None,
+            ..EncoderConfig::new(model_type, names)
         })
     }
 }

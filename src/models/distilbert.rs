@@ -10,27 +10,30 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::{activation, labels, parse};
-use super::encoder::{EncoderConfig, HeadAct, HeadNames, TensorNames};
+use super::encoder::{EncoderConfig, HeadAct, HeadNames, Qkv, TensorNames};
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["distilbert."],
     word: "embeddings.word_embeddings",
-    position: "embeddings.position_embeddings",
+    position: Some("embeddings.position_embeddings"),
     token_type: None,
     emb_norm: "embeddings.LayerNorm",
-    qkv: [
+    qkv: Qkv::Separate([
         "transformer.layer.{i}.attention.q_lin",
         "transformer.layer.{i}.attention.k_lin",
         "transformer.layer.{i}.attention.v_lin",
-    ],
+    ]),
     attn_out: "transformer.layer.{i}.attention.out_lin",
     attn_norm: "transformer.layer.{i}.sa_layer_norm",
     up: "transformer.layer.{i}.ffn.lin1",
+    gate: None,
     down: "transformer.layer.{i}.ffn.lin2",
     out_norm: "transformer.layer.{i}.output_layer_norm",
+    final_norm: None,
     head: HeadNames {
-        dense: "pre_classifier",
+        dense: Some("pre_classifier"),
         dense_act: HeadAct::Relu,
+        norm: None,
         out: "classifier",
     },
 };
@@ -61,7 +64,6 @@ struct Fields {
 pub fn config(v: &Value) -> Result<EncoderConfig, String> {
     let f: Fields = parse(v)?;
     Ok(EncoderConfig {
-        model_type: "distilbert".into(),
         vocab_size: f.vocab_size,
         hidden_size: f.dim,
         num_hidden_layers: f.n_layers,
@@ -69,12 +71,8 @@ pub fn config(v: &Value) -> Result<EncoderConfig, String> {
         intermediate_size: f.hidden_dim,
         act: activation(&f.activation)?,
         max_position_embeddings: f.max_position_embeddings,
-        position_offset: 0,
-        pad_token_id: None,
-        type_vocab_size: 0,
         layer_norm_eps: 1e-12,
         labels: labels(&f.id2label),
-        names: &NAMES,
-        relative_bias: None,
+        ..EncoderConfig::new("distilbert", &NAMES)
     })
 }

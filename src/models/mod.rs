@@ -6,9 +6,13 @@ pub mod bert;
 pub mod config;
 pub mod distilbert;
 pub mod encoder;
+pub mod head;
+mod layers;
 pub mod mpnet;
 pub mod pooling;
 pub mod roberta;
+pub mod rotary;
 
-pub use encoder::{ClassifierHead, Encoder, EncoderConfig, TokenBatch};
+pub use encoder::{Encoder, EncoderConfig, TokenBatch};
+pub use head::ClassifierHead;
 pub use pooling::{Pooling, PoolingMode};

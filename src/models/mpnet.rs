@@ -10,27 +10,30 @@
 use serde_json::Value;
 
 use super::bert::BertFields;
-use super::encoder::{EncoderConfig, HeadAct, HeadNames, RelativeBiasSpec, TensorNames};
+use super::encoder::{EncoderConfig, HeadAct, HeadNames, Qkv, RelativeBiasSpec, TensorNames};
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["mpnet."],
     word: "embeddings.word_embeddings",
-    position: "embeddings.position_embeddings",
+    position: Some("embeddings.position_embeddings"),
     token_type: None,
     emb_norm: "embeddings.LayerNorm",
-    qkv: [
+    qkv: Qkv::Separate([
         "encoder.layer.{i}.attention.attn.q",
         "encoder.layer.{i}.attention.attn.k",
         "encoder.layer.{i}.attention.attn.v",
-    ],
+    ]),
     attn_out: "encoder.layer.{i}.attention.attn.o",
     attn_norm: "encoder.layer.{i}.attention.LayerNorm",
     up: "encoder.layer.{i}.intermediate.dense",
+    gate: None,
     down: "encoder.layer.{i}.output.dense",
     out_norm: "encoder.layer.{i}.output.LayerNorm",
+    final_norm: None,
     head: HeadNames {
-        dense: "classifier.dense",
+        dense: Some("classifier.dense"),
         dense_act: HeadAct::Tanh,
+        norm: None,
         out: "classifier.out_proj",
     },
 };

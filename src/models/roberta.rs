@@ -12,8 +12,9 @@ use super::encoder::{EncoderConfig, HeadAct, HeadNames, TensorNames};
 static NAMES: TensorNames = TensorNames {
     prefixes: &["roberta."],
     head: HeadNames {
-        dense: "classifier.dense",
+        dense: Some("classifier.dense"),
         dense_act: HeadAct::Tanh,
+        norm: None,
         out: "classifier.out_proj",
     },
     ..BERT
