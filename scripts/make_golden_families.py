@@ -29,6 +29,9 @@ from transformers import (
     MPNetConfig,
     MPNetForSequenceClassification,
     MPNetModel,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
+    ModernBertModel,
     DistilBertForSequenceClassification,
     DistilBertModel,
     RobertaConfig,
@@ -340,6 +343,50 @@ def main() -> None:
     torch.manual_seed(8)
     mc = MPNetForSequenceClassification(MPNetConfig(**mcfg, num_labels=1)).eval()
     classifier("mpnet-reranker", mc, mp, 1, "which animal jumps over the dog?", max_len=256)
+
+    # ModernBERT: pre-LN, GeGLU, rotary with global/local bases, a local window
+    # (local_attention 8: |i - j| <= 4) far shorter than the inputs, global every
+    # 3rd layer; byte-level BPE. f32 and bf16 weights; a mean-pooling classifier.
+    modern = {
+        "vocab_size": bpe.get_vocab_size(),
+        "hidden_size": 48,
+        "num_attention_heads": 3,
+        "num_hidden_layers": 4,
+        "intermediate_size": 37,
+        "max_position_embeddings": 128,
+        "local_attention": 8,
+        "global_attn_every_n_layers": 3,
+        "global_rope_theta": 160000.0,
+        "local_rope_theta": 10000.0,
+        "initializer_range": 0.2,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "cls_token_id": 0,
+        "sep_token_id": 2,
+        "attn_implementation": "eager",
+    }
+    torch.manual_seed(9)
+    embedder(
+        "modernbert-mean", ModernBertModel(ModernBertConfig(**modern)).eval(), bpe, 1, ["mean"], True, legacy=False
+    )
+    torch.manual_seed(10)
+    embedder(
+        "modernbert-bf16-cls",
+        ModernBertModel(ModernBertConfig(**modern)).eval(),
+        bpe,
+        1,
+        ["cls"],
+        False,
+        legacy=False,
+        dtype=torch.bfloat16,
+    )
+    torch.manual_seed(11)
+    labels = {0: "no", 1: "yes"}
+    mc = ModernBertConfig(
+        **modern, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()}, classifier_pooling="mean"
+    )
+    classifier("modernbert-classifier", ModernBertForSequenceClassification(mc).eval(), bpe, 1, None)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,14 @@ fn embedders_match_transformers() {
         }
         let info = model.info();
         assert!(
-            ["xlm-roberta", "roberta", "distilbert", "mpnet"].contains(&info.model_type.as_str()),
+            [
+                "xlm-roberta",
+                "roberta",
+                "distilbert",
+                "mpnet",
+                "modernbert"
+            ]
+            .contains(&info.model_type.as_str()),
             "{name}: {info:?}"
         );
     }
@@ -115,6 +122,61 @@ fn classifiers_and_rerankers_match_transformers() {
         let got = rr.logits(query, &passages, true).unwrap();
         assert_close(&got, &logits_of(&g), 1e-4, &name);
     }
+}
+
+/// A ModernBERT folder with the Hub's config format (`global_attn_every_n_layers`,
+/// `global_rope_theta`, `local_rope_theta`) gives what transformers 5's format
+/// (`layer_types`, `rope_parameters`) gives; an irregular `layer_types` is refused.
+#[test]
+fn modernbert_reads_both_config_formats() {
+    let src = root().join("tests/data/families/modernbert-mean");
+    let g = golden(&src.join("golden.json"));
+    let texts = strings(&g["texts"]);
+    let copy = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let d = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            let to = d.path().join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                std::fs::create_dir(&to).unwrap();
+                for f in std::fs::read_dir(e.path()).unwrap() {
+                    let f = f.unwrap();
+                    std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+                }
+            } else {
+                std::fs::copy(e.path(), to).unwrap();
+            }
+        }
+        let p = d.path().join("config.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(v.as_object_mut().unwrap());
+        std::fs::write(&p, v.to_string()).unwrap();
+        d
+    };
+    let hub = copy(&|c| {
+        c.remove("layer_types");
+        c.remove("rope_parameters");
+        c.insert("global_rope_theta".into(), 160000.0.into());
+        c.insert("local_rope_theta".into(), 10000.0.into());
+        c.insert("global_attn_every_n_layers".into(), 3.into());
+    });
+    let got = Embedder::load(hub.path()).unwrap().encode(&texts).unwrap();
+    assert_parity(
+        &got,
+        &f32s(&g["embeddings_f32_b64"]),
+        "modernbert hub config",
+    );
+    let odd = copy(&|c| {
+        let types = [
+            "full_attention",
+            "full_attention",
+            "sliding_attention",
+            "full_attention",
+        ];
+        c.insert("layer_types".into(), types.map(Value::from).to_vec().into());
+    });
+    let err = Embedder::load(odd.path()).unwrap_err().to_string();
+    assert!(err.contains("layer_types"), "{err}");
 }
 
 /// MPNet's relative-position buckets equal transformers' for every distance in

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::encoder::EncoderConfig;
-use super::{bert, distilbert, mpnet, roberta};
+use super::{bert, distilbert, modernbert, mpnet, roberta};
 use crate::error::{Error, Result};
 use crate::kernels::Activation;
 
@@ -25,6 +25,7 @@ const FAMILIES: &[(&str, &str, FamilyFn)] = &[
     ("camembert", "Camembert", roberta::config),
     ("distilbert", "DistilBert", distilbert::config),
     ("mpnet", "MPNet", mpnet::config),
+    ("modernbert", "ModernBert", modernbert::config),
 ];
 
 /// The `model_type` values rinfer runs, for error messages and docs.

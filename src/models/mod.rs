@@ -8,6 +8,7 @@ pub mod distilbert;
 pub mod encoder;
 pub mod head;
 mod layers;
+pub mod modernbert;
 pub mod mpnet;
 pub mod pooling;
 pub mod roberta;
