@@ -91,7 +91,10 @@ fn embedders_match_transformers() {
                 "roberta",
                 "distilbert",
                 "mpnet",
-                "modernbert"
+                "modernbert",
+                "nomic_bert",
+                "new",
+                "jina_bert"
             ]
             .contains(&info.model_type.as_str()),
             "{name}: {info:?}"

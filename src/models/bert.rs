@@ -80,10 +80,15 @@ pub(crate) struct BertFields {
 }
 
 impl BertFields {
-    /// Reads and checks the BERT-shaped fields of `v`.
-    pub fn read(v: &Value) -> Result<Self, String> {
+    /// Reads the BERT-shaped fields of `v` whatever its position scheme.
+    pub fn read_any_positions(v: &Value) -> Result<Self, String> {
         refuse_flags(v, &["is_decoder", "add_cross_attention"])?;
-        let f: BertFields = parse(v)?;
+        parse(v)
+    }
+
+    /// Reads and checks the BERT-shaped fields of `v` (absolute positions).
+    pub fn read(v: &Value) -> Result<Self, String> {
+        let f = Self::read_any_positions(v)?;
         if f.position_embedding_type != "absolute" {
             return Err(format!(
                 "position_embedding_type `{}` is not supported (only `absolute`)",
@@ -117,7 +122,10 @@ impl BertFields {
     }
 }
 
-/// Maps a BERT `config.json`.
+/// Maps a BERT `config.json` (JinaBERT's ALiBi configs go to their own file).
 pub fn config(v: &Value) -> Result<EncoderConfig, String> {
+    if v.get("position_embedding_type").and_then(Value::as_str) == Some("alibi") {
+        return super::jina::config(v);
+    }
     BertFields::read(v)?.into_config("bert", &BERT_NAMES, 0)
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::encoder::EncoderConfig;
-use super::{bert, distilbert, modernbert, mpnet, roberta};
+use super::{bert, distilbert, gte, modernbert, mpnet, nomic, roberta};
 use crate::error::{Error, Result};
 use crate::kernels::Activation;
 
@@ -26,6 +26,9 @@ const FAMILIES: &[(&str, &str, FamilyFn)] = &[
     ("distilbert", "DistilBert", distilbert::config),
     ("mpnet", "MPNet", mpnet::config),
     ("modernbert", "ModernBert", modernbert::config),
+    ("nomic_bert", "NomicBert", nomic::config),
+    ("new", "New", gte::config),
+    ("jina_bert", "JinaBert", super::jina::config),
 ];
 
 /// The `model_type` values rinfer runs, for error messages and docs.
@@ -50,6 +53,11 @@ pub fn from_file(path: &Path) -> Result<EncoderConfig> {
     Ok(cfg)
 }
 
+/// `XLM_RoBERTa` and `xlm-roberta` name the same family.
+fn norm(model_type: &str) -> String {
+    model_type.to_ascii_lowercase().replace('_', "-")
+}
+
 fn family_of(
     v: &Value,
 ) -> std::result::Result<&'static (&'static str, &'static str, FamilyFn), String> {
@@ -62,7 +70,7 @@ fn family_of(
     match v.get("model_type").and_then(Value::as_str) {
         Some(mt) => FAMILIES
             .iter()
-            .find(|f| f.0 == mt.to_ascii_lowercase().replace('_', "-"))
+            .find(|f| norm(f.0) == norm(mt))
             .ok_or_else(|| {
                 format!(
                     "model_type `{mt}` (architectures {archs:?}) is not supported; rinfer runs {}",

@@ -134,8 +134,10 @@ pub struct EncoderConfig {
     pub norm_bias: bool,
     /// Whether the attention projections have biases.
     pub attn_bias: bool,
-    /// Whether the feed-forward projections have biases.
-    pub mlp_bias: bool,
+    /// Whether the feed-forward up (and gate) projection has a bias.
+    pub up_bias: bool,
+    /// Whether the feed-forward down projection has a bias.
+    pub down_bias: bool,
     /// Whether the classification head's dense layer has a bias.
     pub head_bias: bool,
     /// Pre-LN layers (norm before attention and MLP, residual stream unnormalised,
@@ -177,7 +179,8 @@ impl EncoderConfig {
             layer_norm_eps: 1e-12,
             norm_bias: true,
             attn_bias: true,
-            mlp_bias: true,
+            up_bias: true,
+            down_bias: true,
             head_bias: true,
             pre_norm: false,
             rotary: None,
@@ -394,12 +397,12 @@ impl Encoder {
                 Some(Norm::load(weights, &attn_norm_name, h, cfg.norm_bias)?)
             };
             let up = match (cfg.mlp, names.gate) {
-                (Mlp::Plain, _) => Linear::load(weights, &n(names.up), inter, h, cfg.mlp_bias, p)?,
+                (Mlp::Plain, _) => Linear::load(weights, &n(names.up), inter, h, cfg.up_bias, p)?,
                 (Mlp::Gated { .. }, None) => {
-                    Linear::load(weights, &n(names.up), 2 * inter, h, cfg.mlp_bias, p)?
+                    Linear::load(weights, &n(names.up), 2 * inter, h, cfg.up_bias, p)?
                 }
                 (Mlp::Gated { .. }, Some(g)) => {
-                    Linear::stacked(weights, &[&n(names.up), &n(g)], inter, h, cfg.mlp_bias, p)?
+                    Linear::stacked(weights, &[&n(names.up), &n(g)], inter, h, cfg.up_bias, p)?
                 }
             };
             layers.push(Layer {
@@ -407,7 +410,7 @@ impl Encoder {
                 attn_out: Linear::load(weights, &n(names.attn_out), h, h, cfg.attn_bias, p)?,
                 attn_norm,
                 up,
-                down: Linear::load(weights, &n(names.down), h, inter, cfg.mlp_bias, p)?,
+                down: Linear::load(weights, &n(names.down), h, inter, cfg.down_bias, p)?,
                 out_norm: Norm::load(weights, &n(names.out_norm), h, cfg.norm_bias)?,
             });
         }

@@ -194,13 +194,15 @@ fn build(f: &Fields, every: usize) -> Result<EncoderConfig, String> {
         layer_norm_eps: f.norm_eps as f32,
         norm_bias: f.norm_bias,
         attn_bias: f.attention_bias,
-        mlp_bias: f.mlp_bias,
+        up_bias: f.mlp_bias,
+        down_bias: f.mlp_bias,
         head_bias: f.classifier_bias,
         pre_norm: true,
         rotary: Some(Rotary {
             theta: global,
             dims: f.hidden_size / f.num_attention_heads,
             interleaved: false,
+            ntk_factor: None,
         }),
         local: Some(LocalAttention {
             half_window: f.local_attention / 2,

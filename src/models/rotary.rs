@@ -14,6 +14,9 @@ pub struct Rotary {
     pub dims: usize,
     /// Pairs `(2i, 2i + 1)` instead of `(i, i + dims/2)`.
     pub interleaved: bool,
+    /// Static NTK-aware scaling by this factor (GTE's `rope_scaling: {type: ntk}`):
+    /// base `theta * f`, frequencies divided by `f^(2/dims)`.
+    pub ntk_factor: Option<f32>,
 }
 
 /// cos and sin of every (position, frequency) for one [`Rotary`].
@@ -28,8 +31,13 @@ impl RotaryTable {
     /// `inv_freq[i] = 1 / theta^(2i / dims)`, angle `= position * inv_freq[i]`.
     pub fn new(rotary: Rotary, positions: usize) -> Self {
         let half = rotary.dims / 2;
+        let dims = rotary.dims as f32;
+        let (base, shrink) = match rotary.ntk_factor {
+            Some(f) => (rotary.theta * f, f.powf(2.0 / dims)),
+            None => (rotary.theta, 1.0),
+        };
         let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / rotary.theta.powf((2 * i) as f32 / rotary.dims as f32))
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / dims) / shrink)
             .collect();
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);

@@ -20,13 +20,34 @@ def golden(name: str) -> dict:
     return json.loads((FAMILIES / name / "golden.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["xlmr-mean", "roberta-weightedmean", "distilbert-sqrt-max", "mpnet-mean", "modernbert-mean"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "xlmr-mean",
+        "roberta-weightedmean",
+        "distilbert-sqrt-max",
+        "mpnet-mean",
+        "modernbert-mean",
+        "nomic-mean",
+        "gte-cls",
+        "jina-mean",
+    ],
+)
 def test_embedders_of_each_family_match_transformers(name):
     g = golden(name)
     want = np.frombuffer(base64.b64decode(g["embeddings_f32_b64"]), dtype="<f4").reshape(len(g["texts"]), -1)
     model = rinfer.Embedder.load(FAMILIES / name)
     assert rinfer.model_kind(FAMILIES / name) == "embedder"
-    assert model.model_info["model_type"] in ("xlm-roberta", "roberta", "distilbert", "mpnet", "modernbert")
+    assert model.model_info["model_type"] in (
+        "xlm-roberta",
+        "roberta",
+        "distilbert",
+        "mpnet",
+        "modernbert",
+        "nomic_bert",
+        "new",
+        "jina_bert",
+    )
     got = model.encode(g["texts"])
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-4
