@@ -1,7 +1,10 @@
 //! Dynamic batching in process: concurrent callers submit texts, one worker thread
-//! coalesces them into ragged batches (bounded by tokens and by a maximum wait),
-//! runs each batch once, and hands every caller its own rows. A full queue is
-//! refused at once ([`Error::Overloaded`]) instead of growing without bound.
+//! coalesces them into ragged batches (bounded by tokens), runs each batch once, and
+//! hands every caller its own rows. Batching is continuous by default: a batch starts
+//! as soon as the worker is free and takes whatever is queued, so a lone request
+//! never waits for company (an optional `max_wait` trades latency for fuller
+//! batches). A full queue is refused at once ([`Error::Overloaded`]) instead of
+//! growing without bound.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +23,8 @@ use crate::tokenizer::Encoded;
 pub struct BatcherConfig {
     /// A batch stops growing once its estimated token count reaches this.
     pub max_batch_tokens: usize,
-    /// The longest a request waits for company before its batch runs.
+    /// The longest a request waits for company before its batch runs; zero (the
+    /// default) is continuous batching: a batch starts as soon as the worker is free.
     pub max_wait: Duration,
     /// Requests that may wait at once; more are refused.
     pub max_queue: usize,
@@ -30,7 +34,7 @@ impl Default for BatcherConfig {
     fn default() -> Self {
         Self {
             max_batch_tokens: 16_384,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             max_queue: 4096,
         }
     }
@@ -68,8 +72,17 @@ pub struct Submit {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+/// What a request gets back: its rows, in order, and the tokens they took.
+#[derive(Debug)]
+pub struct Rows {
+    /// One row per text.
+    pub vectors: Array2<f32>,
+    /// Tokens of the request's texts after truncation, special tokens included.
+    pub tokens: usize,
+}
+
 /// Called once with a request's rows (or its error), on the worker thread.
-pub type Completion = Box<dyn FnOnce(Result<Array2<f32>>) + Send>;
+pub type Completion = Box<dyn FnOnce(Result<Rows>) + Send>;
 
 struct Request {
     texts: Vec<String>,
@@ -209,9 +222,10 @@ fn worker(shared: &Shared, embedder: &Embedder) {
             if q.items.is_empty() {
                 return; // closed and drained
             }
-            // Wait for company until the oldest request's deadline or a full batch.
+            // With a `max_wait`, wait for company until the oldest request's deadline
+            // or a full batch; without one (continuous batching), start at once.
             let deadline = q.items[0].arrived + cfg.max_wait;
-            loop {
+            while !cfg.max_wait.is_zero() {
                 let queued: usize = q.items.iter().map(|r| estimate_tokens(&r.texts)).sum();
                 let now = Instant::now();
                 if q.closed || queued >= cfg.max_batch_tokens || now >= deadline {
@@ -300,8 +314,12 @@ fn run_batch(shared: &Shared, embedder: &Embedder, batch: Vec<Request>) {
                     at += n;
                     c.requests.fetch_add(1, Ordering::Relaxed);
                     c.texts.fetch_add(n as u64, Ordering::Relaxed);
-                    let arr = Array2::from_shape_vec((n, dim), mine).expect("n rows of dim values");
-                    (r.done)(Ok(arr));
+                    let vectors =
+                        Array2::from_shape_vec((n, dim), mine).expect("n rows of dim values");
+                    (r.done)(Ok(Rows {
+                        vectors,
+                        tokens: e.ids.len(),
+                    }));
                 }
             }
             Err(e) => {

@@ -88,7 +88,7 @@ class Embedder:
         threads: int | None = None,
         quality_floor: float | None = None,
         max_batch_tokens: int = 16384,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         max_queue: int = 4096,
     ) -> Embedder: ...
     def encode(
@@ -117,6 +117,7 @@ class Embedder:
         normalize: bool | None = None,
         truncate: bool = True,
         timeout_s: float | None = None,
+        return_tokens: bool = False,
     ) -> Any: ...
     def encode_batched(
         self,

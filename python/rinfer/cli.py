@@ -19,7 +19,17 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**overrides)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(), log_config=None)
+    # uvloop and httptools when installed (the server extra pins them), else asyncio and h11.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level.lower(),
+        log_config=None,
+        access_log=settings.access_log,
+        loop="auto",
+        http="auto",
+    )
     return 0
 
 
@@ -197,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
     _add_precision_args(s)
     s.add_argument("--max-batch-tokens", type=int, help="tokens per engine batch (default 16384)")
-    s.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill, ms (default 2)")
+    s.add_argument(
+        "--max-wait-ms", type=float, help="longest wait for a batch to fill, ms (default 0: continuous batching)"
+    )
     s.add_argument("--max-queue", type=int, help="requests that may wait before 503 (default 1024)")
     s.add_argument("--max-inputs", type=int, help="inputs per request before 413 (default 2048)")
     s.add_argument("--max-body-bytes", type=int, help="request body limit before 413 (default 8 MiB)")
@@ -206,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-job-inputs", type=int, help="texts per background job (default 100000)")
     s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no auth)")
     s.add_argument("--cors-origins", nargs="*", help="origins allowed by CORS (default: none)")
+    s.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=None, help="log every request (default off)"
+    )
     s.set_defaults(func=_serve)
 
     e = sub.add_parser("embed", help="embed lines of stdin; one JSON array per line on stdout")

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::errors::{to_py, RinferError};
-use crate::batcher::{Batcher, BatcherConfig, Submit};
+use crate::batcher::{Batcher, BatcherConfig, Rows, Submit};
 use crate::engine::{Classifier, Embedder, EncodeOptions, LoadOptions, ModelInfo, Reranker};
 use crate::error::Error;
 use crate::kernels::Precision;
@@ -157,6 +157,116 @@ impl CancelOnDone {
     }
 }
 
+/// A finished `aencode` call waiting for its event loop's thread.
+struct Finished {
+    fut: Py<PyAny>,
+    result: Result<Rows, Error>,
+    single: bool,
+    with_tokens: bool,
+}
+
+impl Finished {
+    /// Completes the future (on its loop's thread), unless it was cancelled.
+    fn resolve(self, py: Python<'_>) -> PyResult<()> {
+        let fut = self.fut.bind(py);
+        if fut.call_method0("done")?.extract::<bool>()? {
+            return Ok(());
+        }
+        match self.result {
+            Ok(rows) => {
+                let v = rows_to_py(py, rows.vectors, self.single);
+                if self.with_tokens {
+                    fut.call_method1("set_result", ((v, rows.tokens),))?;
+                } else {
+                    fut.call_method1("set_result", (v,))?;
+                }
+            }
+            Err(e) => {
+                fut.call_method1("set_exception", (to_py(e).into_value(py),))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finished `aencode` calls of one event loop, handed over without the GIL: the
+/// batcher's worker pushes them here and, when the inbox was empty, writes a byte
+/// to a socket pair whose other end the loop watches (`add_reader`). The loop's
+/// thread then resolves every future at once: one wake-up per batch, and the
+/// worker goes on to the next batch without ever waiting for the GIL.
+struct Inbox {
+    done: Mutex<Vec<Finished>>,
+    #[cfg(unix)]
+    wake: std::os::unix::net::UnixStream,
+    #[cfg(unix)]
+    watch: std::os::unix::net::UnixStream,
+}
+
+impl Inbox {
+    #[cfg(unix)]
+    fn new() -> std::io::Result<Self> {
+        let (wake, watch) = std::os::unix::net::UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        watch.set_nonblocking(true)?;
+        Ok(Self {
+            done: Mutex::new(Vec::new()),
+            wake,
+            watch,
+        })
+    }
+
+    #[cfg(unix)]
+    fn fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.watch.as_raw_fd()
+    }
+
+    #[cfg(unix)]
+    fn push(&self, f: Finished) {
+        use std::io::Write;
+        let first = {
+            let mut d = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            d.push(f);
+            d.len() == 1
+        };
+        if first {
+            // A full socket buffer already holds a wake-up: nothing is lost.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+/// The loop's reader callback: drains the wake-ups, then resolves what finished
+/// (wake-ups first, so a push that races with the drain wakes the loop again).
+#[pyclass(module = "rinfer._rinfer", frozen)]
+struct DrainInbox {
+    inbox: Arc<Inbox>,
+}
+
+#[pymethods]
+impl DrainInbox {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        #[cfg(unix)]
+        {
+            use std::io::Read;
+            let mut buf = [0u8; 64];
+            while matches!((&self.inbox.watch).read(&mut buf), Ok(n) if n > 0) {}
+        }
+        let done = std::mem::take(&mut *self.inbox.done.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first_err = None;
+        for f in done {
+            if let Err(e) = f.resolve(py) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// How results reach one event loop: its inbox, or (a loop without `add_reader`,
+/// such as the Windows proactor) `call_soon_threadsafe` per request.
+type LoopEntry = (usize, Py<PyAny>, Option<Arc<Inbox>>);
+
 /// A sentence-embedding model. Thread-safe: share one between threads.
 #[pyclass(name = "Embedder", module = "rinfer._rinfer", frozen)]
 pub struct PyEmbedder {
@@ -164,6 +274,8 @@ pub struct PyEmbedder {
     cfg: BatcherConfig,
     /// The batcher and the process that started its thread (rebuilt after fork).
     batcher: Mutex<Option<(u32, Arc<Batcher>)>>,
+    /// Where `aencode` results go, per event loop (by identity; closed loops pruned).
+    loops: Mutex<Vec<LoopEntry>>,
 }
 
 impl PyEmbedder {
@@ -182,6 +294,49 @@ impl PyEmbedder {
         let bat = Arc::new(Batcher::new(self.inner.clone(), self.cfg.clone()).map_err(to_py)?);
         *b = Some((pid, bat.clone()));
         Ok(bat)
+    }
+
+    /// The inbox of `event_loop`, registered with it on first use; `None` when the
+    /// loop cannot watch a socket. Python is only called with `loops` unlocked.
+    fn inbox_of(&self, event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Inbox>>> {
+        let key = event_loop.as_ptr() as usize;
+        let lock = || self.loops.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, inbox)) = lock().iter().find(|(k, _, _)| *k == key) {
+            return Ok(inbox.clone());
+        }
+        let inbox = Self::register(event_loop)?;
+        let mut live: Vec<LoopEntry> = std::mem::take(&mut *lock());
+        live.retain(|(_, lp, _)| {
+            !lp.bind(event_loop.py())
+                .call_method0("is_closed")
+                .and_then(|c| c.extract::<bool>())
+                .unwrap_or(true)
+        });
+        live.push((key, event_loop.clone().unbind(), inbox.clone()));
+        lock().extend(live);
+        Ok(inbox)
+    }
+
+    #[cfg(unix)]
+    fn register(event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Inbox>>> {
+        let inbox = Arc::new(Inbox::new().map_err(|e| to_py(Error::ThreadPool(e.to_string())))?);
+        let drain = DrainInbox {
+            inbox: inbox.clone(),
+        };
+        match event_loop.call_method1("add_reader", (inbox.fd(), drain)) {
+            Ok(_) => Ok(Some(inbox)),
+            Err(e)
+                if e.is_instance_of::<pyo3::exceptions::PyNotImplementedError>(event_loop.py()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn register(_event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Inbox>>> {
+        Ok(None)
     }
 }
 
@@ -214,7 +369,7 @@ impl PyEmbedder {
     /// cosine is under `quality_floor` (default 0.999 bf16, 0.99 int8). `threads`
     /// resizes the compute pool.
     #[staticmethod]
-    #[pyo3(signature = (path, *, dtype=None, threads=None, quality_floor=None, max_batch_tokens=16384, max_wait_ms=2.0, max_queue=4096))]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, quality_floor=None, max_batch_tokens=16384, max_wait_ms=0.0, max_queue=4096))]
     #[allow(clippy::too_many_arguments)]
     fn load(
         py: Python<'_>,
@@ -245,6 +400,7 @@ impl PyEmbedder {
                 max_queue,
             },
             batcher: Mutex::new(None),
+            loops: Mutex::new(Vec::new()),
         })
     }
 
@@ -376,8 +532,10 @@ impl PyEmbedder {
     /// coalesced into one engine batch. Raises `OverloadedError` at once when the
     /// queue is full.
     /// With `timeout_s`, a request not started in time is dropped unrun
-    /// (`TimeoutError`); cancelling the awaiting task drops it too.
-    #[pyo3(signature = (texts, *, normalize=None, truncate=true, timeout_s=None))]
+    /// (`TimeoutError`); cancelling the awaiting task drops it too. With
+    /// `return_tokens`, the result is `(vectors, tokens)`: the tokens the texts took
+    /// after truncation, special tokens included (no second tokenisation needed).
+    #[pyo3(signature = (texts, *, normalize=None, truncate=true, timeout_s=None, return_tokens=false))]
     fn aencode<'py>(
         &self,
         py: Python<'py>,
@@ -385,6 +543,7 @@ impl PyEmbedder {
         normalize: Option<bool>,
         truncate: bool,
         timeout_s: Option<f64>,
+        return_tokens: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (texts, single) = texts_arg(texts, "texts")?;
         let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
@@ -402,16 +561,36 @@ impl PyEmbedder {
             deadline: deadline(timeout_s)?,
             cancel: Some(cancel),
         };
-        let resolve = py.import("rinfer._rinfer")?.getattr("_resolve")?.unbind();
-        let (lp, f) = (event_loop.unbind(), fut.clone().unbind());
-        self.batcher()?
-            .submit(
-                texts,
-                opts,
+        let f = fut.clone().unbind();
+        let done: crate::batcher::Completion = match self.inbox_of(&event_loop)? {
+            #[cfg(unix)]
+            Some(inbox) => Box::new(move |result| {
+                inbox.push(Finished {
+                    fut: f,
+                    result,
+                    single,
+                    with_tokens: return_tokens,
+                })
+            }),
+            #[cfg(not(unix))]
+            Some(_) => unreachable!("inboxes exist on unix only"),
+            None => {
+                let resolve = py.import("rinfer._rinfer")?.getattr("_resolve")?.unbind();
+                let lp = event_loop.unbind();
                 Box::new(move |res| {
                     Python::attach(|py| {
                         let (value, failed) = match res {
-                            Ok(arr) => (rows_to_py(py, arr, single).unbind(), false),
+                            Ok(rows) => {
+                                let v = rows_to_py(py, rows.vectors, single).unbind();
+                                if return_tokens {
+                                    match (v, rows.tokens).into_pyobject(py) {
+                                        Ok(t) => (t.into_any().unbind(), false),
+                                        Err(e) => (e.into_value(py).into_any(), true),
+                                    }
+                                } else {
+                                    (v, false)
+                                }
+                            }
                             Err(e) => (to_py(e).into_value(py).into_any(), true),
                         };
                         // A closed loop refuses the call: nobody awaits any more.
@@ -421,9 +600,10 @@ impl PyEmbedder {
                             (resolve, f, value, failed),
                         );
                     })
-                }),
-            )
-            .map_err(to_py)?;
+                })
+            }
+        };
+        self.batcher()?.submit(texts, opts, done).map_err(to_py)?;
         Ok(fut)
     }
 
@@ -448,8 +628,8 @@ impl PyEmbedder {
         self.batcher()?
             .submit(texts, opts, Box::new(move |r| drop(tx.send(r))))
             .map_err(to_py)?;
-        let arr = detached(py, move || rx.recv().map_err(|_| Error::ShutDown)?)?;
-        Ok(rows_to_py(py, arr, single))
+        let rows = detached(py, move || rx.recv().map_err(|_| Error::ShutDown)?)?;
+        Ok(rows_to_py(py, rows.vectors, single))
     }
 
     /// Batcher counters: batches, requests, texts, tokens, rejected, queued.

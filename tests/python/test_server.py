@@ -137,20 +137,21 @@ def test_docs_work_offline(client):
 
 
 class _FakeRequest:
-    """Just enough of a Starlette request for the service layer."""
+    """Just enough of a Starlette request for the service layer: its ASGI `receive`
+    answers `http.disconnect` after `disconnect_after_s` (or never)."""
 
     def __init__(self, app, disconnect_after_s: float | None) -> None:
-        import time as _t
-
         self.app = app
         self.headers = {}
-        self._t0 = _t.monotonic()
         self._after = disconnect_after_s
 
-    async def is_disconnected(self) -> bool:
-        import time as _t
+    async def receive(self) -> dict:
+        import asyncio
 
-        return self._after is not None and _t.monotonic() - self._t0 >= self._after
+        if self._after is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self._after)
+        return {"type": "http.disconnect"}
 
 
 def test_disconnected_and_late_requests_are_dropped_unrun(model_dir):

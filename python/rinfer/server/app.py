@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 import rinfer
 
 from . import errors
+from .asgi import ServerMiddleware
 from .jobs import JobRunner, open_store
 from .metrics import Metrics
 from .routers import embeddings, health, jobs, tei
@@ -170,15 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.kind = None
     app.state.metrics = Metrics(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return errors.error_body(
-                request, 413, "body_too_large", f"body of {length} bytes exceeds {settings.max_body_bytes}"
-            )
-        return await call_next(request)
-
+    app.add_middleware(ServerMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
     errors.install(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,9 +1,9 @@
-"""One place that maps engine errors to HTTP, plus request ids on every response."""
+"""One place that maps engine errors to HTTP; errors carry the request id (set by
+``asgi.ServerMiddleware``)."""
 
 from __future__ import annotations
 
 import logging
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,13 +28,6 @@ def error_body(request: Request, status: int, kind: str, message: str, **extra) 
 
 
 def install(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def add_request_id(request: Request, call_next):
-        request.state.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
-
     @app.exception_handler(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError):
         details = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in exc.errors()]

@@ -1,12 +1,11 @@
 """Prometheus metrics: requests and latency by route and status, the batcher's
 queue depth, batches, texts, tokens and rejections, and the reduced-precision
-quality measured at load (read at scrape time)."""
+quality measured at load (read at scrape time). Requests are counted and timed by
+the ASGI middleware in ``asgi.py``."""
 
 from __future__ import annotations
 
-import time
-
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -66,13 +65,3 @@ class Metrics:
             "rinfer_disconnected_requests", "requests whose client went away first", registry=self.registry
         )
         self.registry.register(BatcherCollector(app))
-
-        @app.middleware("http")
-        async def observe(request: Request, call_next):
-            start = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.requests.labels(path, str(response.status_code)).inc()
-            self.latency.labels(path).observe(time.perf_counter() - start)
-            return response

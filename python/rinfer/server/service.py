@@ -54,33 +54,54 @@ def deadline_s(request: Request) -> float:
     return settings_of(request).request_timeout_s
 
 
-async def _until_disconnected(request: Request, every_s: float = 0.05) -> None:
-    while not await request.is_disconnected():
-        await asyncio.sleep(every_s)
+async def _watch_disconnect(receive, work: asyncio.Future, why: list[str]) -> None:
+    """Waits for the client's ``http.disconnect`` (the body is already read, so the
+    next message is that one) and then gives the queued work up."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+    if not work.done():
+        why.append("disconnected")
+        work.cancel()
 
 
-async def embed_texts(request: Request, texts: list[str], *, normalize: bool | None, truncate: bool) -> np.ndarray:
-    """Through the batcher, within the request's deadline. Queued work whose deadline
-    passes, or whose client goes away, is dropped by the engine before any compute."""
+def _expire(work: asyncio.Future, why: list[str]) -> None:
+    if not work.done():
+        why.append("expired")
+        work.cancel()
+
+
+async def embed_texts(
+    request: Request, texts: list[str], *, normalize: bool | None, truncate: bool, return_tokens: bool = False
+):
+    """Through the batcher, within the request's deadline: one hop from the event loop
+    into the engine, whose worker resolves the future on this loop. Queued work whose
+    deadline passes, or whose client goes away, is dropped by the engine before any
+    compute. With `return_tokens`, returns `(vectors, tokens)` (the engine counts them)."""
     check_count(request, len(texts))
     model = embedder_of(request)
     metrics = request.app.state.metrics
     metrics.batch_texts.observe(len(texts))
     timeout = deadline_s(request)
-    work = asyncio.ensure_future(model.aencode(texts, normalize=normalize, truncate=truncate, timeout_s=timeout))
-    watch = asyncio.ensure_future(_until_disconnected(request))
+    work = model.aencode(texts, normalize=normalize, truncate=truncate, timeout_s=timeout, return_tokens=return_tokens)
+    loop = asyncio.get_running_loop()
+    why: list[str] = []
+    timer = loop.call_later(timeout, _expire, work, why)
+    watch = loop.create_task(_watch_disconnect(request.receive, work, why))
     try:
-        done, _ = await asyncio.wait({work, watch}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not why:
+            raise  # this task itself was cancelled
+        if why[0] == "disconnected":
+            metrics.disconnected.inc()
+            raise HTTPException(499, "client disconnected") from None
+        metrics.expired.inc()
+        raise TimeoutError from None
     finally:
+        timer.cancel()
         watch.cancel()
-    if work in done:
-        return work.result()
-    work.cancel()  # marks the queued request: the batcher skips it
-    if watch in done:
-        metrics.disconnected.inc()
-        raise HTTPException(499, "client disconnected")
-    metrics.expired.inc()
-    raise TimeoutError
 
 
 def shrink(vectors: np.ndarray, dimensions: int | None, renormalize: bool) -> np.ndarray:

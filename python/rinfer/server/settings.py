@@ -29,7 +29,12 @@ class Settings(BaseSettings):
         "(default 0.999 bf16, 0.99 int8)",
     )
     max_batch_tokens: int = Field(16384, ge=1, description="tokens per engine batch")
-    max_wait_ms: float = Field(2.0, ge=0, description="longest a request waits for others to batch with")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="longest a request waits for others to batch with; 0: continuous batching "
+        "(a batch starts as soon as the engine is free and takes whatever is queued)",
+    )
     max_queue: int = Field(1024, ge=1, description="requests that may wait; more get 503")
     max_inputs: int = Field(2048, ge=1, description="inputs per request; more get 413")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit; more get 413")
@@ -37,4 +42,5 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="when set, requests need 'Authorization: Bearer <key>'")
     job_store_url: str = Field("sqlite:///rinfer-jobs.db", description="where background jobs are stored")
     max_job_inputs: int = Field(100_000, ge=1, description="texts per background job")
+    access_log: bool = Field(False, description="one log line per request (costs time on every request)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")

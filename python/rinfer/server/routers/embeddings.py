@@ -26,8 +26,7 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request):
         vectors = await asyncio.to_thread(model.encode_ids, inp)
         tokens = sum(len(x) for x in inp)
     else:
-        vectors = await embed_texts(request, inp, normalize=None, truncate=True)
-        tokens = sum(len(ids) for ids in await asyncio.to_thread(model.tokenize, inp))
+        vectors, tokens = await embed_texts(request, inp, normalize=None, truncate=True, return_tokens=True)
     vectors = shrink(vectors, body.dimensions, renormalize=model.normalizes)
     if body.encoding_format == "base64":
         rows = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
