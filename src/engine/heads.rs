@@ -1,0 +1,201 @@
+//! [`Classifier`] and [`Reranker`]: an encoder with its family's
+//! sequence-classification head.
+
+use std::path::Path;
+
+use ndarray::Array2;
+
+use crate::error::{Error, Result};
+use crate::models::ClassifierHead;
+use crate::tokenizer::{Encoded, Tokenizer};
+use crate::weights::Weights;
+
+use super::folder::{Folder, LoadOptions, ModelInfo};
+
+/// An encoder with its family's sequence-classification head.
+struct Head {
+    folder: Folder,
+    head: ClassifierHead,
+    labels: Vec<String>,
+}
+
+impl Head {
+    fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let folder = Folder::open(dir, opts)?;
+        let weights =
+            Weights::open(dir.join("model.safetensors"))?.with_prefixes(folder.cfg.names.prefixes);
+        let head = ClassifierHead::load(&folder.cfg, &weights, folder.model.kernels())?;
+        let n = head.labels();
+        let labels = folder
+            .cfg
+            .labels
+            .clone()
+            .filter(|l| l.len() == n)
+            .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect());
+        Ok(Self {
+            folder,
+            head,
+            labels,
+        })
+    }
+
+    fn logits(&self, enc: &Encoded) -> Result<Vec<f32>> {
+        let hidden = self.folder.hidden(enc)?;
+        self.head
+            .logits(&hidden, self.folder.cfg.hidden_size, &enc.offsets)
+    }
+}
+
+/// One label with its probability.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Index of the label.
+    pub index: usize,
+    /// The label (`id2label`, else `LABEL_i`).
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+/// A text classifier (`BertForSequenceClassification` weights and `id2label`).
+pub struct Classifier {
+    head: Head,
+}
+
+impl Classifier {
+    /// Loads a classification model folder.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with a precision and quality floor.
+    pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        Ok(Self {
+            head: Head::load(dir.as_ref(), opts)?,
+        })
+    }
+
+    /// Labels in index order.
+    pub fn labels(&self) -> &[String] {
+        &self.head.labels
+    }
+
+    /// What this model is.
+    pub fn info(&self) -> ModelInfo {
+        self.head.folder.info(self.head.labels.len())
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.head.folder.tokenizer
+    }
+
+    /// Raw logits, `[texts x labels]`.
+    pub fn logits<S: AsRef<str> + Sync>(&self, texts: &[S], truncate: bool) -> Result<Array2<f32>> {
+        let enc = self.head.folder.tokenizer.encode(texts, truncate)?;
+        let out = self.head.logits(&enc)?;
+        Ok(
+            Array2::from_shape_vec((texts.len(), self.head.labels.len()), out)
+                .expect("one row of logits per text"),
+        )
+    }
+
+    /// Every label with its probability, best first, for each text.
+    pub fn predict<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<Prediction>>> {
+        let logits = self.logits(texts, true)?;
+        let kern = self.head.folder.model.kernels();
+        Ok(logits
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let mut p = row.to_vec();
+                (kern.softmax)(&mut p, None);
+                let mut preds: Vec<Prediction> = p
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, score)| Prediction {
+                        index,
+                        label: self.head.labels[index].clone(),
+                        score,
+                    })
+                    .collect();
+                preds.sort_by(|a, b| b.score.total_cmp(&a.score));
+                preds
+            })
+            .collect())
+    }
+}
+
+/// One scored passage of a rerank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    /// Position of the passage in the request.
+    pub index: usize,
+    /// Relevance: the sigmoid of the model's logit.
+    pub score: f32,
+    /// The raw logit.
+    pub logit: f32,
+}
+
+/// A cross-encoder reranker: scores (query, passage) pairs (one-logit head).
+pub struct Reranker {
+    head: Head,
+}
+
+impl Reranker {
+    /// Loads a cross-encoder folder (a sequence-classification model with one label).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with a precision and quality floor.
+    pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let head = Head::load(dir.as_ref(), opts)?;
+        if head.labels.len() != 1 {
+            return Err(Error::Unsupported(format!(
+                "a reranker needs one output logit, this model has {}",
+                head.labels.len()
+            )));
+        }
+        Ok(Self { head })
+    }
+
+    /// What this model is.
+    pub fn info(&self) -> ModelInfo {
+        self.head.folder.info(1)
+    }
+
+    /// The tokenizer (pairs are built with the family's template).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.head.folder.tokenizer
+    }
+
+    /// Raw logits for each (query, passage) pair.
+    pub fn logits(&self, query: &str, passages: &[&str], truncate: bool) -> Result<Vec<f32>> {
+        let pairs: Vec<(&str, &str)> = passages.iter().map(|p| (query, *p)).collect();
+        let enc = self.head.folder.tokenizer.encode_pairs(&pairs, truncate)?;
+        self.head.logits(&enc)
+    }
+
+    /// Passages by relevance to `query`, best first; `top_k` keeps that many.
+    pub fn rerank(
+        &self,
+        query: &str,
+        passages: &[&str],
+        top_k: Option<usize>,
+    ) -> Result<Vec<Ranked>> {
+        let logits = self.logits(query, passages, true)?;
+        let mut ranked: Vec<Ranked> = logits
+            .into_iter()
+            .enumerate()
+            .map(|(index, logit)| Ranked {
+                index,
+                score: 1.0 / (1.0 + (-logit).exp()),
+                logit,
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.logit.total_cmp(&a.logit));
+        ranked.truncate(top_k.unwrap_or(usize::MAX));
+        Ok(ranked)
+    }
+}

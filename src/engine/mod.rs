@@ -1,0 +1,12 @@
+//! What users load and call: [`Embedder`] (sentence embeddings), [`Classifier`]
+//! (sequence classification) and [`Reranker`] (cross-encoder scoring), each built
+//! from a Hugging Face / sentence-transformers model folder of any supported family
+//! (`config.json`'s `model_type` decides; see [`crate::models::config`]).
+
+mod embedder;
+mod folder;
+mod heads;
+
+pub use embedder::{Embedder, EncodeOptions};
+pub use folder::{model_kind, LoadOptions, ModelInfo};
+pub use heads::{Classifier, Prediction, Ranked, Reranker};
