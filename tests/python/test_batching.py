@@ -120,3 +120,70 @@ def test_expired_and_cancelled_requests_are_dropped_unrun(model_dir):
     assert stats["texts"] == 1, stats  # only the last request was embedded
     with pytest.raises(rinfer.InvalidInputError):
         model.encode_batched("x", timeout_s=-1)
+
+
+def test_a_lone_request_does_not_wait_for_company(model_dir):
+    """Continuous batching (the default): a lone request runs as soon as the worker is
+    free; only an explicit max_wait makes it wait for others."""
+    import time
+
+    async def one(model) -> float:
+        await model.aencode("warm up")
+        t = time.perf_counter()
+        await model.aencode("a lone query")
+        return time.perf_counter() - t
+
+    waiting = rinfer.Embedder.load(model_dir, max_wait_ms=300.0)
+    assert asyncio.run(one(waiting)) >= 0.29
+    model = rinfer.Embedder.load(model_dir)
+    assert asyncio.run(one(model)) < 0.15
+    assert model.batcher_stats()["batches"] == 2
+
+
+def test_continuous_batching_still_coalesces_under_load(model_dir):
+    model = rinfer.Embedder.load(model_dir)
+    texts = texts_of_mixed_lengths(128)
+
+    async def main():
+        return await asyncio.gather(*(model.aencode(t) for t in texts))
+
+    got = asyncio.run(main())
+    want = model.encode(texts)
+    assert all(np.abs(g - w).max() <= 1e-6 for g, w in zip(got, want))
+    assert model.batcher_stats()["batches"] < 128
+
+
+def test_return_tokens_counts_what_the_engine_ran(model_dir):
+    model = rinfer.Embedder.load(model_dir)
+    texts = ["short", "a somewhat longer text with more word pieces", "word " * 400]
+
+    async def main():
+        return await model.aencode(texts, return_tokens=True), await model.aencode("one", return_tokens=True)
+
+    (vectors, tokens), (one, one_tokens) = asyncio.run(main())
+    assert vectors.shape == (3, 384) and one.shape == (384,)
+    assert tokens == sum(len(ids) for ids in model.tokenize(texts)) and one_tokens == len(model.tokenize("one")[0])
+
+
+def test_results_reach_several_event_loops(model_dir):
+    """Each loop gets its own inbox; a closed loop's is dropped, a new loop works."""
+    import threading
+
+    model = rinfer.Embedder.load(model_dir)
+    want = model.encode("x")
+    out = []
+
+    async def call():
+        return await model.aencode("x")
+
+    def in_thread():
+        out.append(asyncio.run(call()))
+
+    threads = [threading.Thread(target=in_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    got_here = [asyncio.run(call()) for _ in range(3)]
+    for t in threads:
+        t.join()
+    assert len(out) == 4
+    assert all(np.abs(g - want).max() <= 1e-6 for g in out + got_here)

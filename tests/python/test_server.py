@@ -228,3 +228,44 @@ def test_bugs_answer_500_with_request_id(model_dir):
         r = c.get("/boom", headers={"X-Request-ID": "abc123"})
         assert r.status_code == 500 and r.json()["error"]["request_id"] == "abc123"
         assert "a bug" not in r.text
+
+
+def test_body_limit_request_id_and_metrics_in_one_asgi_middleware(client):
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    app = client.app
+    assert not any(m.cls is BaseHTTPMiddleware for m in app.user_middleware)
+    r = client.post(
+        "/embed", content=b"x" * (65 * 1024), headers={"content-type": "application/json", "X-Request-ID": "big1"}
+    )
+    assert r.status_code == 413 and r.headers["X-Request-ID"] == "big1"
+    assert r.json()["error"] == {
+        "type": "body_too_large",
+        "message": f"body of {65 * 1024} bytes exceeds {64 * 1024}",
+        "request_id": "big1",
+    }
+    r = client.post("/embed", json={"inputs": "x"}, headers={"X-Request-ID": "mine"})
+    assert r.status_code == 200 and r.headers.get_list("X-Request-ID") == ["mine"]
+    made = client.post("/embed", json={"inputs": "x"}).headers["X-Request-ID"]
+    assert len(made) == 32 and made != client.post("/embed", json={"inputs": "x"}).headers["X-Request-ID"]
+    r = client.post("/embed", json={"inputs": 3}, headers={"X-Request-ID": "bad1"})
+    assert r.headers.get_list("X-Request-ID") == ["bad1"] and r.json()["error"]["request_id"] == "bad1"
+    text = client.get("/metrics").text
+    assert 'rinfer_http_requests_total{route="unmatched",status="413"}' in text
+    assert 'rinfer_http_requests_total{route="/embed",status="422"}' in text
+    assert 'rinfer_http_request_seconds_count{route="/embed"}' in text
+
+
+def test_openai_usage_comes_from_the_engine_without_a_second_tokenisation(model_dir, monkeypatch):
+    app = create_app(Settings(model_path=str(model_dir)))
+    with TestClient(app) as c:
+        model = app.state.embedder
+        want = sum(len(ids) for ids in model.tokenize(["one text", "and a second, longer text"]))
+
+        def refuse(*a, **k):
+            raise AssertionError("the route tokenised a second time")
+
+        monkeypatch.setattr(type(model), "tokenize", refuse, raising=False)
+        r = c.post("/v1/embeddings", json={"input": ["one text", "and a second, longer text"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"] == {"prompt_tokens": want, "total_tokens": want}
