@@ -1,7 +1,7 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
 
-.PHONY: test serve model lint bench bench-peers bench-model fmt python
+.PHONY: test serve model lint bench bench-peers bench-model bench-server fmt python
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -58,3 +58,9 @@ bench-peers:
 ## make bench-model: all-MiniLM-L6-v2, rinfer vs PyTorch and ONNX Runtime, same run.
 bench-model:
 	./benches/peers/model_peers.sh
+
+## make bench-server: rinfer's HTTP server vs the in-process engine and a naive FastAPI +
+## sentence-transformers server, wrk on loopback, concurrency 1/8/64, one run; table,
+## ratios and plot in bench-results/.
+bench-server: model python
+	./benches/peers/server_peers.sh
