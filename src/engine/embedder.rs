@@ -1,24 +1,16 @@
-//! [`Embedder`]: sentence embeddings from an encoder, pooling and the
-//! sentence-transformers modules of the folder.
+//! [`Embedder`]: sentence embeddings from an encoder and the sentence-transformers
+//! modules of the folder (pooling, Dense, Normalize), with its prompts and
+//! Matryoshka truncation.
 
 use std::path::Path;
 
 use ndarray::Array2;
-use serde::Deserialize;
 
+use super::folder::{encoded_from_ids, Folder, LoadOptions, ModelInfo};
+use super::modules::{Modules, StConfig};
 use crate::error::{Error, Result};
-use crate::models::{Encoder, Pooling, PoolingMode};
+use crate::models::{Encoder, Pooling};
 use crate::tokenizer::{Encoded, Tokenizer};
-
-use super::folder::{encoded_from_ids, read_json, Folder, LoadOptions, ModelInfo};
-
-#[derive(Deserialize)]
-struct StModule {
-    #[serde(default)]
-    path: String,
-    #[serde(rename = "type")]
-    kind: String,
-}
 
 /// Options of [`Embedder::encode_with`].
 #[derive(Clone, Debug)]
@@ -29,6 +21,14 @@ pub struct EncodeOptions {
     pub truncate: bool,
     /// Inputs per engine batch (the batch is ragged: no padding either way).
     pub batch_size: usize,
+    /// A prompt of the model's `config_sentence_transformers.json`, by name,
+    /// prepended to every text; `None` uses the model's default prompt, if any.
+    pub prompt_name: Option<String>,
+    /// A literal prompt prepended to every text (instead of a named one).
+    pub prompt: Option<String>,
+    /// Keep only the first this-many dimensions (Matryoshka), after the model's
+    /// normalisation as sentence-transformers does; `None`: the load-time setting.
+    pub truncate_dim: Option<usize>,
 }
 
 impl Default for EncodeOptions {
@@ -37,6 +37,9 @@ impl Default for EncodeOptions {
             normalize: None,
             truncate: true,
             batch_size: 128,
+            prompt_name: None,
+            prompt: None,
+            truncate_dim: None,
         }
     }
 }
@@ -55,8 +58,9 @@ impl Default for EncodeOptions {
 /// ```
 pub struct Embedder {
     folder: Folder,
-    pooling: Pooling,
-    normalize: bool,
+    modules: Modules,
+    st: StConfig,
+    truncate_dim: Option<usize>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -70,61 +74,51 @@ impl std::fmt::Debug for Embedder {
 impl Embedder {
     /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json`,
     /// and when present `sentence_bert_config.json`, `modules.json` with its
-    /// pooling config and Normalize module. Without `modules.json`: mean pooling,
-    /// no normalisation.
+    /// Pooling, Dense and Normalize modules, and `config_sentence_transformers.json`
+    /// (prompts). Without `modules.json`: mean pooling, no normalisation.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         Self::load_with(dir, &LoadOptions::default())
     }
 
-    /// [`Self::load`] with a precision and quality floor.
+    /// [`Self::load`] with a precision, quality floor and Matryoshka truncation.
     pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let folder = Folder::open(dir, opts)?;
-        let (pooling, normalize) = Self::read_modules(dir, folder.cfg.hidden_size)?;
+        let modules = Modules::read(dir, folder.cfg.hidden_size, folder.model.kernels())?;
+        let full = modules.dim(folder.cfg.hidden_size);
+        check_truncate_dim(opts.truncate_dim, full)?;
         Ok(Self {
             folder,
-            pooling,
-            normalize,
+            modules,
+            st: StConfig::read(dir)?,
+            truncate_dim: opts.truncate_dim,
         })
     }
 
-    fn read_modules(dir: &Path, hidden: usize) -> Result<(Pooling, bool)> {
-        let modules_path = dir.join("modules.json");
-        if !modules_path.is_file() {
-            return Ok((Pooling::new(vec![PoolingMode::Mean])?, false));
-        }
-        let modules: Vec<StModule> = read_json(&modules_path)?;
-        let mut pooling = None;
-        let mut normalize = false;
-        for m in &modules {
-            let kind = m.kind.rsplit('.').next().unwrap_or("");
-            match kind {
-                "Transformer" => {}
-                "Pooling" => {
-                    pooling = Some(Pooling::from_file(
-                        &dir.join(&m.path).join("config.json"),
-                        hidden,
-                    )?)
-                }
-                "Normalize" => normalize = true,
-                other => {
-                    return Err(Error::Config {
-                        path: modules_path.clone(),
-                        reason: format!("module type `{other}` is not supported"),
-                    })
-                }
-            }
-        }
-        let pooling = match pooling {
-            Some(p) => p,
-            None => Pooling::new(vec![PoolingMode::Mean])?,
-        };
-        Ok((pooling, normalize))
+    /// Embedding width (after any load-time truncation).
+    pub fn dim(&self) -> usize {
+        let full = self.full_dim();
+        self.truncate_dim.map_or(full, |d| d.min(full))
     }
 
-    /// Embedding width.
-    pub fn dim(&self) -> usize {
-        self.pooling.dim(self.folder.cfg.hidden_size)
+    /// Width before Matryoshka truncation.
+    fn full_dim(&self) -> usize {
+        self.modules.dim(self.folder.cfg.hidden_size)
+    }
+
+    /// The prompts of `config_sentence_transformers.json`, by name.
+    pub fn prompts(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.st.prompts
+    }
+
+    /// The prompt used when a call names none.
+    pub fn default_prompt_name(&self) -> Option<&str> {
+        self.st.default_prompt_name.as_deref()
+    }
+
+    /// The model's similarity function (`cosine` unless its config says otherwise).
+    pub fn similarity_fn_name(&self) -> &str {
+        self.st.similarity_fn_name.as_deref().unwrap_or("cosine")
     }
 
     /// Longest input in tokens (special tokens included) before truncation.
@@ -134,12 +128,12 @@ impl Embedder {
 
     /// Whether vectors are L2-normalised by default.
     pub fn normalizes(&self) -> bool {
-        self.normalize
+        self.modules.normalize
     }
 
     /// The pooling in use.
     pub fn pooling(&self) -> &Pooling {
-        &self.pooling
+        &self.modules.pooling
     }
 
     /// What this model is.
@@ -169,64 +163,166 @@ impl Embedder {
         opts: &EncodeOptions,
     ) -> Result<Array2<f32>> {
         let bs = opts.batch_size.max(1);
-        self.run(texts.len(), opts, |start| {
+        let prompt = self.prompt_of(opts)?;
+        let skip = match prompt {
+            Some(p) if !self.modules.pooling.include_prompt() => self.prompt_tokens(p)?,
+            _ => 0,
+        };
+        let dim = self.out_dim(opts)?;
+        self.run(texts.len(), dim, |start| {
             let chunk = &texts[start..(start + bs).min(texts.len())];
-            self.folder
-                .tokenizer
-                .encode(chunk, opts.truncate)
-                .map_err(|e| shift_index(e, start))
+            let enc = match prompt {
+                Some(p) => {
+                    let with: Vec<String> =
+                        chunk.iter().map(|t| format!("{p}{}", t.as_ref())).collect();
+                    self.folder.tokenizer.encode(&with, opts.truncate)
+                }
+                None => self.folder.tokenizer.encode(chunk, opts.truncate),
+            }
+            .map_err(|e| shift_index(e, start))?;
+            let rows = self.embed(&enc, opts.normalize, skip, dim)?;
+            Ok((enc.len(), rows))
         })
+    }
+
+    /// The prompt text a call asks for: a literal, a name, or the model's default.
+    fn prompt_of<'a>(&'a self, opts: &'a EncodeOptions) -> Result<Option<&'a str>> {
+        if opts.prompt.is_some() && opts.prompt_name.is_some() {
+            return Err(Error::InvalidInput(
+                "give a prompt or a prompt_name, not both".into(),
+            ));
+        }
+        if let Some(p) = &opts.prompt {
+            return Ok(Some(p.as_str()).filter(|p| !p.is_empty()));
+        }
+        match opts.prompt_name.as_deref().or(self.default_prompt_name()) {
+            None => Ok(None),
+            Some(name) => match self.st.prompts.get(name) {
+                Some(p) => Ok(Some(p.as_str()).filter(|p| !p.is_empty())),
+                None => Err(Error::InvalidInput(format!(
+                    "prompt_name `{name}` is not one of the model's prompts ({})",
+                    if self.st.prompts.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        self.st
+                            .prompts
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ))),
+            },
+        }
+    }
+
+    /// Tokens of a prompt as sentence-transformers counts them for `include_prompt`:
+    /// the prompt tokenized alone, less a trailing special token.
+    fn prompt_tokens(&self, prompt: &str) -> Result<usize> {
+        let toks = self.folder.tokenizer.tokens(&[prompt], false)?;
+        let t = &toks[0];
+        Ok(t.len() - usize::from(t.last().is_some_and(|x| x.special)))
+    }
+
+    /// The width a call returns, checking its `truncate_dim`.
+    fn out_dim(&self, opts: &EncodeOptions) -> Result<usize> {
+        let full = self.full_dim();
+        check_truncate_dim(opts.truncate_dim, full)?;
+        Ok(opts
+            .truncate_dim
+            .or(self.truncate_dim)
+            .map_or(full, |d| d.min(full)))
     }
 
     /// Embeds sequences given as token ids (special tokens included, as the
     /// tokenizer would produce them); each at most [`Self::max_seq_length`] long.
+    /// Prompts do not apply (the ids are the whole input).
     pub fn encode_ids<S: AsRef<[u32]>>(
         &self,
         seqs: &[S],
         opts: &EncodeOptions,
     ) -> Result<Array2<f32>> {
         let bs = opts.batch_size.max(1);
-        self.run(seqs.len(), opts, |start| {
+        let dim = self.out_dim(opts)?;
+        self.run(seqs.len(), dim, |start| {
             let chunk = &seqs[start..(start + bs).min(seqs.len())];
-            encoded_from_ids(chunk, self.folder.max_len).map_err(|e| shift_index(e, start))
+            let enc =
+                encoded_from_ids(chunk, self.folder.max_len).map_err(|e| shift_index(e, start))?;
+            let rows = self.embed(&enc, opts.normalize, 0, dim)?;
+            Ok((enc.len(), rows))
         })
     }
 
-    /// Embeds an already-built ragged batch into `[sequences x dim]` values.
+    /// Embeds an already-built ragged batch into `[sequences x dim]` values
+    /// ([`Self::dim`]: load-time truncation, no prompt).
     pub fn embed_encoded(&self, enc: &Encoded, normalize: Option<bool>) -> Result<Vec<f32>> {
+        self.embed(enc, normalize, 0, self.dim())
+    }
+
+    /// Pooling (leaving out `skip` prompt tokens), Dense layers, the model's
+    /// normalisation unless `normalize` is `Some(false)`, truncation to `dim`, and
+    /// normalisation of the truncated vector with `Some(true)` (sentence-transformers'
+    /// `normalize_embeddings`).
+    fn embed(
+        &self,
+        enc: &Encoded,
+        normalize: Option<bool>,
+        skip: usize,
+        dim: usize,
+    ) -> Result<Vec<f32>> {
         let hidden = self.folder.hidden(enc)?;
         let kern = self.folder.model.kernels();
-        let dim = self.dim();
-        let mut out = vec![0.0f32; enc.len() * dim];
-        self.pooling.pool(
-            kern,
-            &hidden,
-            self.folder.cfg.hidden_size,
-            &enc.offsets,
-            &mut out,
-        );
-        if normalize.unwrap_or(self.normalize) && dim > 0 {
+        let h = self.folder.cfg.hidden_size;
+        let n = enc.len();
+        let mut pooled = vec![0.0f32; n * self.modules.pooling.dim(h)];
+        self.modules
+            .pooling
+            .pool(kern, &hidden, h, &enc.offsets, skip, &mut pooled);
+        let mut out = self.modules.dense(pooled, n)?;
+        let full = self.full_dim();
+        if self.modules.normalize && normalize != Some(false) && full > 0 {
+            out.chunks_exact_mut(full)
+                .for_each(|row| (kern.l2_normalize)(row));
+        }
+        if dim < full {
+            out = out
+                .chunks_exact(full)
+                .flat_map(|row| row[..dim].iter().copied())
+                .collect();
+        }
+        if normalize == Some(true) && dim > 0 && (dim < full || !self.modules.normalize) {
             out.chunks_exact_mut(dim)
                 .for_each(|row| (kern.l2_normalize)(row));
         }
         Ok(out)
     }
 
+    /// Runs `batch(start)` (rows of inputs `start..`, and how many) until `n`
+    /// inputs are embedded, into an `n x dim` matrix.
     fn run(
         &self,
         n: usize,
-        opts: &EncodeOptions,
-        batch: impl Fn(usize) -> Result<Encoded>,
+        dim: usize,
+        batch: impl Fn(usize) -> Result<(usize, Vec<f32>)>,
     ) -> Result<Array2<f32>> {
-        let dim = self.dim();
         let mut out = Vec::with_capacity(n * dim);
         let mut start = 0;
         while start < n {
-            let enc = batch(start)?;
-            out.extend(self.embed_encoded(&enc, opts.normalize)?);
-            start += enc.len();
+            let (done, rows) = batch(start)?;
+            out.extend(rows);
+            start += done;
         }
         Ok(Array2::from_shape_vec((n, dim), out).expect("one row of `dim` values per input"))
+    }
+}
+
+/// A Matryoshka truncation must keep at least one dimension.
+fn check_truncate_dim(d: Option<usize>, full: usize) -> Result<()> {
+    match d {
+        Some(0) => Err(Error::InvalidInput(format!(
+            "truncate_dim must be in 1..={full}"
+        ))),
+        _ => Ok(()),
     }
 }
 

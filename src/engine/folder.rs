@@ -23,6 +23,9 @@ pub struct LoadOptions {
     /// f32 is under this; `None` uses [`Quality::default_floor`] (0.999 for bf16,
     /// 0.99 for int8).
     pub quality_floor: Option<f32>,
+    /// Embedders: keep only the first this-many dimensions of every vector
+    /// (Matryoshka), after the model's normalisation.
+    pub truncate_dim: Option<usize>,
 }
 
 /// What a loaded model is.

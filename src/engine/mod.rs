@@ -6,7 +6,9 @@
 mod embedder;
 mod folder;
 mod heads;
+mod modules;
 
 pub use embedder::{Embedder, EncodeOptions};
 pub use folder::{model_kind, LoadOptions, ModelInfo};
 pub use heads::{Classifier, Prediction, Ranked, Reranker};
+pub use modules::StConfig;

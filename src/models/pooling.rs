@@ -176,19 +176,24 @@ impl Pooling {
     }
 
     /// Pools `hidden` (`[tokens x h]`, sequences delimited by `offsets`) into
-    /// `out` (`[sequences x dim]`). An empty sequence pools to zeros.
+    /// `out` (`[sequences x dim]`), leaving out the first `skip` tokens of each
+    /// sequence (a prompt, when `include_prompt` is false: sentence-transformers
+    /// masks them, so CLS reads the first token after them and weighted mean keeps
+    /// the others' positions). A sequence with nothing left pools to zeros.
     pub fn pool(
         &self,
         kern: &Kernels,
         hidden: &[f32],
         h: usize,
         offsets: &[usize],
+        skip: usize,
         out: &mut [f32],
     ) {
         let dim = self.dim(h);
         for (s, w) in offsets.windows(2).enumerate() {
-            let rows = &hidden[w[0] * h..w[1] * h];
-            let len = w[1] - w[0];
+            let start = skip.min(w[1] - w[0]);
+            let rows = &hidden[(w[0] + start) * h..w[1] * h];
+            let len = w[1] - w[0] - start;
             for (j, mode) in self.modes.iter().enumerate() {
                 let o = &mut out[s * dim + j * h..s * dim + (j + 1) * h];
                 if len == 0 {
@@ -206,11 +211,12 @@ impl Pooling {
                     }
                     PoolingMode::WeightedMean => {
                         o.fill(0.0);
+                        let mut total = 0.0f32;
                         for (i, r) in rows.chunks_exact(h).enumerate() {
-                            let w = (i + 1) as f32;
+                            let w = (start + i + 1) as f32;
+                            total += w;
                             o.iter_mut().zip(r).for_each(|(a, b)| *a += w * b);
                         }
-                        let total = (len * (len + 1) / 2) as f32;
                         o.iter_mut().for_each(|v| *v /= total);
                     }
                     PoolingMode::Max => {

@@ -110,6 +110,7 @@ fn load_model<T: Send>(
     let opts = LoadOptions {
         dtype,
         quality_floor,
+        ..Default::default()
     };
     Ok(Arc::new(detached(py, move || load(opts))?))
 }
@@ -419,6 +420,7 @@ impl PyEmbedder {
             normalize,
             truncate,
             batch_size,
+            ..Default::default()
         };
         let inner = self.inner.clone();
         let arr = detached(py, move || inner.encode_with(&texts, &opts))?;
@@ -475,6 +477,7 @@ impl PyEmbedder {
             normalize,
             truncate: false,
             batch_size,
+            ..Default::default()
         };
         let inner = self.inner.clone();
         let arr = detached(py, move || inner.encode_ids(&seqs, &opts))?;

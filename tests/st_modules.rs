@@ -1,0 +1,155 @@
+//! sentence-transformers modules around the encoder against sentence-transformers
+//! itself (`scripts/make_golden_st.py`): Pooling with `include_prompt: false`, two
+//! Dense layers (tanh with bias, identity without), Normalize; named, default and
+//! literal prompts; Matryoshka truncation with and without renormalisation.
+
+mod common;
+
+use common::{assert_parity, f32s, golden, root, strings};
+use rinfer::{Embedder, EncodeOptions, Error, LoadOptions};
+
+fn dir() -> std::path::PathBuf {
+    root().join("tests/data/st/st-dense-prompts")
+}
+
+#[test]
+fn dense_prompts_and_truncation_match_sentence_transformers() {
+    let g = golden(&dir().join("golden.json"));
+    let texts = strings(&g["texts"]);
+    let model = Embedder::load(dir()).unwrap();
+    assert_eq!(model.dim(), 16);
+    assert_eq!(model.default_prompt_name(), Some("query"));
+    assert_eq!(model.prompts()["doc"], "passage: ");
+    assert_eq!(model.similarity_fn_name(), "cosine");
+    let run = |opts: EncodeOptions| model.encode_with(&texts, &opts).unwrap();
+    let cases = [
+        ("default_prompt", EncodeOptions::default()),
+        (
+            "query",
+            EncodeOptions {
+                prompt_name: Some("query".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "doc",
+            EncodeOptions {
+                prompt_name: Some("doc".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "literal",
+            EncodeOptions {
+                prompt: Some("Represent this sentence: ".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "no_prompt",
+            EncodeOptions {
+                prompt: Some(String::new()),
+                ..Default::default()
+            },
+        ),
+        (
+            "truncated_8",
+            EncodeOptions {
+                prompt_name: Some("doc".into()),
+                truncate_dim: Some(8),
+                ..Default::default()
+            },
+        ),
+        (
+            "truncated_8_normalized",
+            EncodeOptions {
+                prompt_name: Some("doc".into()),
+                truncate_dim: Some(8),
+                normalize: Some(true),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, opts) in cases {
+        assert_parity(&run(opts), &f32s(&g[name]), name);
+    }
+    // Truncation chosen at load applies to every call and to the reported width.
+    let small = Embedder::load_with(
+        dir(),
+        &LoadOptions {
+            truncate_dim: Some(8),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(small.dim(), 8);
+    let opts = EncodeOptions {
+        prompt_name: Some("doc".into()),
+        ..Default::default()
+    };
+    assert_parity(
+        &small.encode_with(&texts, &opts).unwrap(),
+        &f32s(&g["truncated_8"]),
+        "load-time truncation",
+    );
+}
+
+#[test]
+fn bad_prompts_and_modules_are_typed_errors() {
+    let model = Embedder::load(dir()).unwrap();
+    let err = model
+        .encode_with(
+            &["x"],
+            &EncodeOptions {
+                prompt_name: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(err.to_string().contains("query"), "{err}");
+    let both = EncodeOptions {
+        prompt_name: Some("query".into()),
+        prompt: Some("x: ".into()),
+        ..Default::default()
+    };
+    assert!(model.encode_with(&["x"], &both).is_err());
+    let zero = EncodeOptions {
+        truncate_dim: Some(0),
+        ..Default::default()
+    };
+    assert!(model.encode_with(&["x"], &zero).is_err());
+
+    // A folder whose modules rinfer cannot run is refused, naming the module.
+    let copy = tempfile::tempdir().unwrap();
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    };
+    cp(&dir(), copy.path());
+    for sub in ["1_Pooling", "2_Dense", "3_Dense", "4_Normalize"] {
+        std::fs::create_dir(copy.path().join(sub)).unwrap();
+        cp(&dir().join(sub), &copy.path().join(sub));
+    }
+    let modules = copy.path().join("modules.json");
+    let text = std::fs::read_to_string(&modules).unwrap();
+    std::fs::write(&modules, text.replace("dense.Dense", "lstm.LSTM")).unwrap();
+    let err = Embedder::load(copy.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("LSTM") && err.contains("modules.json"),
+        "{err}"
+    );
+    std::fs::write(&modules, text).unwrap();
+    // Dense weights only as a pickle: refused, saying why.
+    std::fs::rename(
+        copy.path().join("2_Dense/model.safetensors"),
+        copy.path().join("2_Dense/pytorch_model.bin"),
+    )
+    .unwrap();
+    let err = Embedder::load(copy.path()).unwrap_err().to_string();
+    assert!(err.contains("safetensors"), "{err}");
+}
