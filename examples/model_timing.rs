@@ -47,6 +47,7 @@ fn main() {
     let load = LoadOptions {
         dtype,
         quality_floor: Some(-1.0),
+        ..Default::default()
     };
     let model = Embedder::load_with(&args[0], &load).unwrap_or_else(|e| {
         eprintln!("cannot load model: {e}");
