@@ -169,6 +169,7 @@ fn small_models_of_other_shapes_run_in_reduced_precision() {
             let opts = LoadOptions {
                 dtype,
                 quality_floor: Some(0.0),
+                ..Default::default()
             };
             let model = Embedder::load_with(&dir, &opts).unwrap();
             let worst = min_cosine(&model.encode(&texts).unwrap(), &want);
@@ -185,6 +186,7 @@ fn loading_fails_under_the_quality_floor() {
     let opts = LoadOptions {
         dtype: Precision::Int8,
         quality_floor: Some(0.999_999_9),
+        ..Default::default()
     };
     match Embedder::load_with(minilm_dir(), &opts) {
         Err(Error::QualityBelowFloor {
