@@ -57,14 +57,30 @@ def builds_running() -> list[str]:
     return found
 
 
+def cpu_busy(interval: float = 1.0) -> float:
+    """Share of all CPUs busy over `interval` seconds (from /proc/stat)."""
+
+    def snap() -> tuple[int, int]:
+        f = [int(x) for x in pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(f), f[3] + f[4]  # total, idle + iowait
+
+    t0, i0 = snap()
+    time.sleep(interval)
+    t1, i1 = snap()
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
 def wait_quiet(limit_s: float) -> bool:
-    """Waits (up to limit_s) until no compiler runs beside us; False if one still does."""
+    """Waits (up to limit_s) until no compiler runs beside us and the CPUs are idle
+    (under 10 % busy for two seconds in a row); False if that never happened."""
     end = time.monotonic() + limit_s
-    while builds_running():
-        if time.monotonic() > end:
-            print(f"  warning: still running beside the bench: {builds_running()}", flush=True)
+    calm = 0
+    while calm < 2:
+        busy = cpu_busy()
+        calm = calm + 1 if busy < 0.10 and not builds_running() else 0
+        if calm < 2 and time.monotonic() > end:
+            print(f"  warning: not quiet ({100 * busy:.0f} % busy, builds: {builds_running()})", flush=True)
             return False
-        time.sleep(2)
     return True
 
 

@@ -185,7 +185,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not secrets.compare_digest(got, f"Bearer {settings.api_key}"):
             raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
-    protected = [Depends(auth)]
+    # No dependency to resolve on every request when there is no key to check.
+    protected = [Depends(auth)] if settings.api_key is not None else []
     app.include_router(health.router)
     app.include_router(embeddings.router, dependencies=protected)
     app.include_router(tei.router, dependencies=protected)
