@@ -38,6 +38,13 @@ request = function()
   return wrk.format(nil, nil, nil, '{"inputs": "query ' .. n .. ': where is the nearest train station?"}')
 end
 """
+LUA_MANY = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local texts = {}
+for i = 1, %d do texts[i] = '"text ' .. i .. ': where is the nearest train station?"' end
+wrk.body = '{"inputs": [' .. table.concat(texts, ",") .. ']}'
+"""
 
 
 def cpu_name() -> str:
@@ -91,7 +98,7 @@ def ms(value: str) -> float:
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
 
-def run_wrk(url: str, conc: int, seconds: float, lua: str) -> dict:
+def run_wrk(url: str, conc: int, seconds: float, lua: str, texts: int = 1) -> dict:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "30s", "--latency", "-s", lua, url],
         capture_output=True,
@@ -105,7 +112,7 @@ def run_wrk(url: str, conc: int, seconds: float, lua: str) -> dict:
     errs = re.search(r"Socket errors: (.*)", out)
     return {
         "req_s": rps,
-        "texts_s": rps,
+        "texts_s": rps * texts,
         "p50_ms": ms(lat.get("50", "")),
         "p99_ms": ms(lat.get("99", "")),
         "errors": int(bad.group(1)) if bad else 0,
@@ -137,9 +144,9 @@ def server(cmd: list[str], port: int, log: pathlib.Path):
             proc.kill()
 
 
-def inprocess(model: str, threads: int, seconds: float, concs: list[int]) -> dict:
+def inprocess(model: str, threads: int, seconds: float, concs: list[int], many: int) -> dict:
     """The engine in this process: `encode` of one text, `encode` of 64, `aencode` with
-    C concurrent callers (each point time-bounded)."""
+    C concurrent callers of one text (and of `many` texts), each point time-bounded."""
     import rinfer
 
     m = rinfer.Embedder.load(model, threads=threads)
@@ -165,7 +172,7 @@ def inprocess(model: str, threads: int, seconds: float, concs: list[int]) -> dic
         n += 1
     out["encode64"] = {"texts_s": 64 * n / (time.perf_counter() - t0)}
 
-    async def load(conc: int) -> dict:
+    async def load(conc: int, texts: list[str] | None = None) -> dict:
         lat: list[float] = []
         stop = time.perf_counter() + seconds
         counter = iter(range(10**9))
@@ -173,7 +180,7 @@ def inprocess(model: str, threads: int, seconds: float, concs: list[int]) -> dic
         async def caller() -> None:
             while time.perf_counter() < stop:
                 t = time.perf_counter()
-                await m.aencode(TEXT.format(next(counter)))
+                await m.aencode(texts if texts else TEXT.format(next(counter)))
                 lat.append(time.perf_counter() - t)
 
         t0 = time.perf_counter()
@@ -184,6 +191,12 @@ def inprocess(model: str, threads: int, seconds: float, concs: list[int]) -> dic
 
     for c in concs:
         out[f"aencode_c{c}"] = asyncio.run(load(c))
+    if many:
+        texts = [TEXT.format(i) for i in range(many)]
+        for c in concs:
+            r = asyncio.run(load(c, texts))
+            r["texts_s"] = r["req_s"] * many
+            out[f"aencode{many}_c{c}"] = r
     return out
 
 
@@ -200,13 +213,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="compute threads of every system (default 2)")
     ap.add_argument("--seconds", type=float, default=8, help="length of each measured point (default 8)")
     ap.add_argument("--concurrency", default="1,8,64")
+    ap.add_argument("--many", type=int, default=32, help="texts per request of the batch rows; 0: none (default 32)")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive FastAPI + sentence-transformers server")
     ap.add_argument("--quiet-wait-s", type=float, default=300, help="wait this long for running builds to end")
     ap.add_argument("--inprocess-json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
     if args.inprocess_json:
-        print(json.dumps(inprocess(args.model, args.threads, args.seconds, concs)))
+        print(json.dumps(inprocess(args.model, args.threads, args.seconds, concs, args.many)))
         return
 
     OUT.mkdir(exist_ok=True)
@@ -215,11 +229,14 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(LUA)
         lua = f.name
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(LUA_MANY % args.many)
+        lua_many = f.name
 
     results["quiet"] &= wait_quiet(args.quiet_wait_s)
     print("== in-process engine", flush=True)
     cmd = [str(VENV_PY), __file__, "--inprocess-json", "--model", args.model, "--threads", str(args.threads)]
-    cmd += ["--seconds", str(args.seconds), "--concurrency", args.concurrency]
+    cmd += ["--seconds", str(args.seconds), "--concurrency", args.concurrency, "--many", str(args.many)]
     results["rows"]["inprocess"] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
     results["quiet"] &= wait_quiet(args.quiet_wait_s)
@@ -231,7 +248,9 @@ def main() -> None:
         run_wrk(url, 8, 2, lua)  # warm-up
         for c in concs:
             rows[c] = run_wrk(url, c, args.seconds, lua)
+        many = {c: run_wrk(url, c, args.seconds, lua_many, args.many) for c in concs} if args.many else {}
     results["rows"]["rinfer_server"] = rows
+    results["rows"][f"rinfer_server_{args.many}"] = many
 
     if not args.no_naive and BENCH_PY.exists():
         results["quiet"] &= wait_quiet(args.quiet_wait_s)
@@ -243,7 +262,9 @@ def main() -> None:
             run_wrk(url, 8, 2, lua)
             for c in concs:
                 rows[c] = run_wrk(url, c, args.seconds, lua)
+            many = {c: run_wrk(url, c, args.seconds, lua_many, args.many) for c in concs} if args.many else {}
         results["rows"]["naive_server"] = rows
+        results["rows"][f"naive_server_{args.many}"] = many
 
     ip = results["rows"]["inprocess"]
     print(f"\n{'system':34s} {'c':>4s} {'req/s':>9s} {'texts/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}")
@@ -257,6 +278,15 @@ def main() -> None:
                 f"  socket errors: {r['socket_errors']}" if r["socket_errors"] else ""
             )
             print(fmt_row(name.replace("_", " "), c, r) + bad)
+    n = args.many
+    for c in concs if n else []:
+        print(fmt_row(f"in-process aencode ({n} texts)", c, ip[f"aencode{n}_c{c}"]))
+    for name in (f"rinfer_server_{n}", f"naive_server_{n}") if n else []:
+        for c, r in results["rows"].get(name, {}).items():
+            bad = (f"  non-2xx {r['errors']}" if r["errors"] else "") + (
+                f"  socket errors: {r['socket_errors']}" if r["socket_errors"] else ""
+            )
+            print(fmt_row(name.replace("_server_", " server (") + " texts)", c, r) + bad)
 
     srv = results["rows"]["rinfer_server"]
     hi, lo = max(concs), min(concs)
@@ -268,6 +298,15 @@ def main() -> None:
     if "naive_server" in results["rows"]:
         naive = results["rows"]["naive_server"]
         ratios[f"server/naive texts/s at c={hi} (bar >= 5)"] = srv[hi]["texts_s"] / naive[hi]["texts_s"]
+    if n:
+        ratios[f"server/aencode texts/s, {n} texts a request, c={hi}"] = (
+            results["rows"][f"rinfer_server_{n}"][hi]["texts_s"] / ip[f"aencode{n}_c{hi}"]["texts_s"]
+        )
+        if f"naive_server_{n}" in results["rows"]:
+            ratios[f"server/naive texts/s, {n} texts a request, c={hi}"] = (
+                results["rows"][f"rinfer_server_{n}"][hi]["texts_s"]
+                / results["rows"][f"naive_server_{n}"][hi]["texts_s"]
+            )
     results["ratios"] = ratios
     print()
     for k, v in ratios.items():
@@ -278,6 +317,7 @@ def main() -> None:
     if BENCH_PY.exists():
         subprocess.run([str(BENCH_PY), __file__.replace("server_bench.py", "peers/server_plot.py")], check=False)
     os.unlink(lua)
+    os.unlink(lua_many)
 
 
 if __name__ == "__main__":
