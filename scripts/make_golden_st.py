@@ -1,6 +1,9 @@
 """Goldens of the sentence-transformers modules around an encoder, made by
 sentence-transformers itself (6.x) and saved in its own folder format:
 
+- `splade-bert` and `splade-distilbert`: SparseEncoder models (a masked-LM
+  transformer and SpladePooling: max with relu; sum with log1p_relu), their sparse
+  vectors as indices and values, also with top_k (max_active_dims).
 - `st-dense-prompts`: a small BERT, Pooling (mean, include_prompt=False), Dense
   (tanh, to 20 dims), Dense (identity, to 16 dims, no bias), Normalize; prompts
   {"query", "doc"} with "query" the default. Outputs with the default prompt, with
@@ -21,15 +24,23 @@ import torch
 from make_golden import TINY_TEXTS, f32_b64, tiny_tokenizer
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    PreTrainedTokenizerFast,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "data" / "st"
 TEXTS = [t for t in TINY_TEXTS if t] + ["what is the capital of france?"]
 
 
-def base_model(d: pathlib.Path) -> None:
-    """A small BERT with a WordPiece tokenizer, saved as transformers saves it."""
+def wordpiece(d: pathlib.Path) -> PreTrainedTokenizerFast:
+    """The tiny WordPiece tokenizer as a transformers tokenizer (max 48 tokens)."""
+    d.parent.mkdir(parents=True, exist_ok=True)
     tmp = d.parent / "_tok.json"
     tiny_tokenizer(tmp)
     tok = PreTrainedTokenizerFast(
@@ -42,6 +53,12 @@ def base_model(d: pathlib.Path) -> None:
         model_max_length=48,
     )
     tmp.unlink()
+    return tok
+
+
+def base_model(d: pathlib.Path) -> None:
+    """A small BERT with a WordPiece tokenizer, saved as transformers saves it."""
+    tok = wordpiece(d)
     torch.manual_seed(31)
     cfg = BertConfig(
         vocab_size=tok.vocab_size,
@@ -54,6 +71,38 @@ def base_model(d: pathlib.Path) -> None:
     )
     BertModel(cfg, add_pooling_layer=False).save_pretrained(d)
     tok.save_pretrained(d)
+
+
+def splade(name: str, mlm, strategy: str, activation: str) -> None:
+    """A SparseEncoder (masked-LM transformer + SpladePooling) and its sparse vectors."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer as BaseTransformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    base = OUT / f"_{name}"
+    tok = wordpiece(base)
+    mlm.save_pretrained(base)
+    tok.save_pretrained(base)
+    tr = BaseTransformer(str(base), transformer_task="fill-mask", max_seq_length=48)
+    pooling = SpladePooling(pooling_strategy=strategy, activation_function=activation)
+    model = SparseEncoder(modules=[tr, pooling], device="cpu")
+    d = OUT / name
+    model.save(str(d))
+    shutil.rmtree(base)
+    (d / "README.md").unlink(missing_ok=True)  # a generated model card, not test data
+    model = SparseEncoder(str(d), device="cpu")
+
+    def sparse(**kw):
+        out = model.encode(TEXTS, convert_to_tensor=True, **kw).to_dense()
+        rows = []
+        for r in out:
+            idx = torch.nonzero(r > 0).flatten()
+            rows.append({"indices": idx.tolist(), "values": r[idx].double().tolist()})
+        return rows
+
+    golden = {"texts": TEXTS, "vocab": tok.vocab_size, "sparse": sparse(), "top5": sparse(max_active_dims=5)}
+    (d / "golden.json").write_text(json.dumps(golden))
+    print(f"{name}: {sorted(p.name for p in d.iterdir())}")
 
 
 def main() -> None:
@@ -97,6 +146,30 @@ def main() -> None:
     }
     (d / "golden.json").write_text(json.dumps(golden))
     print("st-dense-prompts:", sorted(p.name for p in d.iterdir()))
+
+    vocab = wordpiece(OUT / "_v").vocab_size
+    torch.manual_seed(33)
+    bcfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        intermediate_size=50,
+        max_position_embeddings=64,
+        initializer_range=0.2,
+    )
+    splade("splade-bert", BertForMaskedLM(bcfg).eval(), "max", "relu")
+    torch.manual_seed(34)
+    dcfg = DistilBertConfig(
+        vocab_size=vocab,
+        dim=30,
+        n_heads=5,
+        n_layers=2,
+        hidden_dim=53,
+        max_position_embeddings=64,
+        initializer_range=0.2,
+    )
+    splade("splade-distilbert", DistilBertForMaskedLM(dcfg).eval(), "sum", "log1p_relu")
 
 
 if __name__ == "__main__":

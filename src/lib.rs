@@ -33,7 +33,7 @@ mod python;
 
 pub use engine::{
     model_kind, Classifier, Embedder, EncodeOptions, LoadOptions, ModelInfo, Prediction, Ranked,
-    Reranker,
+    Reranker, SparseVector,
 };
 pub use error::{Error, Result};
 pub use kernels::{Isa, Precision};

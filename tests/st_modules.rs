@@ -153,3 +153,42 @@ fn bad_prompts_and_modules_are_typed_errors() {
     let err = Embedder::load(copy.path()).unwrap_err().to_string();
     assert!(err.contains("safetensors"), "{err}");
 }
+
+/// SPLADE models (sentence-transformers SparseEncoder folders): BERT with max
+/// pooling and relu, DistilBERT with sum pooling and log1p_relu. Indices identical,
+/// values within 1e-4, and top-k keeps the largest.
+#[test]
+fn splade_matches_sentence_transformers() {
+    for name in ["splade-bert", "splade-distilbert"] {
+        let d = root().join("tests/data/st").join(name);
+        let g = golden(&d.join("golden.json"));
+        let texts = strings(&g["texts"]);
+        let model = Embedder::load(&d).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(model.is_sparse());
+        for (key, top_k) in [("sparse", None), ("top5", Some(5))] {
+            let got = model
+                .encode_sparse(&texts, &EncodeOptions::default(), top_k)
+                .unwrap();
+            for (i, (v, want)) in got.iter().zip(g[key].as_array().unwrap()).enumerate() {
+                let idx: Vec<u32> = want["indices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect();
+                assert_eq!(v.indices, idx, "{name} {key} text {i}: indices");
+                for (a, b) in v.values.iter().zip(want["values"].as_array().unwrap()) {
+                    let b = b.as_f64().unwrap() as f32;
+                    assert!((a - b).abs() <= 1e-4, "{name} {key} text {i}: {a} vs {b}");
+                }
+            }
+        }
+        // Dense calls on a sparse model are refused, and sparse ones on a dense model.
+        assert!(matches!(model.encode(&["x"]), Err(Error::Unsupported(_))));
+    }
+    let dense = Embedder::load(dir()).unwrap();
+    assert!(matches!(
+        dense.encode_sparse(&["x"], &EncodeOptions::default(), None),
+        Err(Error::Unsupported(_))
+    ));
+}

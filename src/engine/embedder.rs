@@ -9,8 +9,10 @@ use ndarray::Array2;
 use super::folder::{encoded_from_ids, Folder, LoadOptions, ModelInfo};
 use super::modules::{Modules, StConfig};
 use crate::error::{Error, Result};
+use crate::models::splade::{SparseHead, SparseVector};
 use crate::models::{Encoder, Pooling};
 use crate::tokenizer::{Encoded, Tokenizer};
+use crate::weights::Weights;
 
 /// Options of [`Embedder::encode_with`].
 #[derive(Clone, Debug)]
@@ -61,6 +63,7 @@ pub struct Embedder {
     modules: Modules,
     st: StConfig,
     truncate_dim: Option<usize>,
+    sparse: Option<SparseHead>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -87,12 +90,67 @@ impl Embedder {
         let modules = Modules::read(dir, folder.cfg.hidden_size, folder.model.kernels())?;
         let full = modules.dim(folder.cfg.hidden_size);
         check_truncate_dim(opts.truncate_dim, full)?;
+        let sparse = match modules.splade {
+            Some((pooling, twice)) => {
+                let weights = Weights::open(dir.join("model.safetensors"))?
+                    .with_prefixes(folder.cfg.names.prefixes);
+                let kern = folder.model.kernels();
+                Some(SparseHead::load(
+                    &folder.cfg,
+                    &weights,
+                    kern,
+                    pooling,
+                    twice,
+                )?)
+            }
+            None => None,
+        };
         Ok(Self {
             folder,
             modules,
             st: StConfig::read(dir)?,
             truncate_dim: opts.truncate_dim,
+            sparse,
         })
+    }
+
+    /// Whether this is a sparse (SPLADE) model: [`Self::encode_sparse`] then, not
+    /// the dense calls.
+    pub fn is_sparse(&self) -> bool {
+        self.sparse.is_some()
+    }
+
+    /// Sparse (SPLADE) vectors of `texts` (prompts as in [`Self::encode_with`]),
+    /// keeping each vector's `top_k` largest weights when given.
+    pub fn encode_sparse<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        opts: &EncodeOptions,
+        top_k: Option<usize>,
+    ) -> Result<Vec<SparseVector>> {
+        let head = self.sparse.as_ref().ok_or_else(|| {
+            Error::Unsupported(
+                "not a sparse model: its modules.json has no SpladePooling (use encode)".into(),
+            )
+        })?;
+        let prompt = self.prompt_of(opts)?;
+        let bs = opts.batch_size.max(1);
+        let mut out = Vec::with_capacity(texts.len());
+        for start in (0..texts.len()).step_by(bs) {
+            let chunk = &texts[start..(start + bs).min(texts.len())];
+            let enc = match prompt {
+                Some(p) => {
+                    let with: Vec<String> =
+                        chunk.iter().map(|t| format!("{p}{}", t.as_ref())).collect();
+                    self.folder.tokenizer.encode(&with, opts.truncate)
+                }
+                None => self.folder.tokenizer.encode(chunk, opts.truncate),
+            }
+            .map_err(|e| shift_index(e, start))?;
+            let hidden = self.folder.hidden(&enc)?;
+            out.extend(head.pool(&hidden, self.folder.cfg.hidden_size, &enc.offsets, top_k)?);
+        }
+        Ok(out)
     }
 
     /// Embedding width (after any load-time truncation).
@@ -259,6 +317,16 @@ impl Embedder {
         self.embed(enc, normalize, 0, self.dim())
     }
 
+    /// Refuses dense embedding of a sparse model.
+    fn dense_only(&self) -> Result<()> {
+        if self.sparse.is_some() {
+            return Err(Error::Unsupported(
+                "a sparse (SPLADE) model: use encode_sparse".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Pooling (leaving out `skip` prompt tokens), Dense layers, the model's
     /// normalisation unless `normalize` is `Some(false)`, truncation to `dim`, and
     /// normalisation of the truncated vector with `Some(true)` (sentence-transformers'
@@ -270,6 +338,7 @@ impl Embedder {
         skip: usize,
         dim: usize,
     ) -> Result<Vec<f32>> {
+        self.dense_only()?;
         let hidden = self.folder.hidden(enc)?;
         let kern = self.folder.model.kernels();
         let h = self.folder.cfg.hidden_size;

@@ -8,6 +8,7 @@ mod folder;
 mod heads;
 mod modules;
 
+pub use crate::models::splade::SparseVector;
 pub use embedder::{Embedder, EncodeOptions};
 pub use folder::{model_kind, LoadOptions, ModelInfo};
 pub use heads::{Classifier, Prediction, Ranked, Reranker};

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::folder::read_json;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Activation, Kernels, PackedB};
+use crate::models::splade::SpladePooling;
 use crate::models::{Pooling, PoolingMode};
 use crate::weights::Weights;
 
@@ -150,11 +151,62 @@ impl Dense {
     }
 }
 
-/// What comes after the encoder: pooling, Dense layers, normalisation.
+/// What comes after the encoder: pooling, Dense layers, normalisation; or, for a
+/// sparse model, SPLADE pooling over the MLM head (pooling, log1p twice).
 pub(crate) struct Modules {
     pub pooling: Pooling,
     pub dense: Vec<Dense>,
     pub normalize: bool,
+    pub splade: Option<(SpladePooling, bool)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpladeConfig {
+    #[serde(default = "max")]
+    pooling_strategy: String,
+    #[serde(default = "relu")]
+    activation_function: String,
+    #[serde(default, alias = "word_embedding_dimension")]
+    embedding_dimension: Option<usize>,
+    #[serde(default)]
+    chunk_size: Option<usize>,
+}
+
+fn max() -> String {
+    "max".into()
+}
+fn relu() -> String {
+    "relu".into()
+}
+
+/// Reads a `SpladePooling` module's config.
+fn splade_config(path: &Path) -> Result<(SpladePooling, bool)> {
+    let cfg: SpladeConfig = read_json(path)?;
+    let _ = (cfg.embedding_dimension, cfg.chunk_size);
+    let bad = |reason: String| Error::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pooling = match cfg.pooling_strategy.as_str() {
+        "max" => SpladePooling::Max,
+        "sum" => SpladePooling::Sum,
+        other => {
+            return Err(bad(format!(
+                "pooling_strategy `{other}` is not one of max, sum"
+            )))
+        }
+    };
+    let twice = match cfg.activation_function.as_str() {
+        "relu" => false,
+        "log1p_relu" => true,
+        other => {
+            return Err(bad(format!(
+                "activation_function `{other}` is not one of relu, log1p_relu"
+            )))
+        }
+    };
+    Ok((pooling, twice))
 }
 
 impl Modules {
@@ -167,6 +219,7 @@ impl Modules {
                 pooling: Pooling::new(vec![PoolingMode::Mean])?,
                 dense: Vec::new(),
                 normalize: false,
+                splade: None,
             });
         }
         let modules: Vec<StModule> = read_json(&modules_path)?;
@@ -177,12 +230,16 @@ impl Modules {
         let mut pooling = None;
         let mut dense = Vec::new();
         let mut normalize = false;
+        let mut splade = None;
         let mut width = hidden;
         for (i, m) in modules.iter().enumerate() {
             let kind = m.kind.rsplit('.').next().unwrap_or("");
             let sub: PathBuf = dir.join(&m.path);
             match kind {
-                "Transformer" if i == 0 => {}
+                "Transformer" | "MLMTransformer" if i == 0 => {}
+                "SpladePooling" if i == 1 && modules.len() == 2 => {
+                    splade = Some(splade_config(&sub.join("config.json"))?);
+                }
                 "Pooling" if pooling.is_none() && dense.is_empty() && !normalize => {
                     let p = Pooling::from_file(&sub.join("config.json"), hidden)?;
                     width = p.dim(hidden);
@@ -201,7 +258,7 @@ impl Modules {
                 }
                 other => {
                     return Err(bad(format!(
-                        "module type `{other}` is not supported (Transformer, Pooling, Dense, Normalize)"
+                        "module type `{other}` is not supported (Transformer, Pooling, Dense, Normalize; MLMTransformer, SpladePooling)"
                     )))
                 }
             }
@@ -214,6 +271,7 @@ impl Modules {
             pooling,
             dense,
             normalize,
+            splade,
         })
     }
 

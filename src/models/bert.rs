@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::{activation, labels, parse, refuse_flags};
-use super::encoder::{EncoderConfig, HeadAct, HeadNames, Qkv, TensorNames};
+use super::encoder::{EncoderConfig, HeadAct, HeadNames, MlmNames, Qkv, TensorNames};
 
 /// Tensor names of `BertModel` / `BertFor*` (and of RoBERTa, with its prefix and head).
 pub const NAMES: TensorNames = TensorNames {
@@ -35,6 +35,13 @@ pub const NAMES: TensorNames = TensorNames {
         norm: None,
         out: "classifier",
     },
+    mlm: Some(MlmNames {
+        dense: "cls.predictions.transform.dense",
+        act_from_config: true,
+        norm: "cls.predictions.transform.LayerNorm",
+        decoder: "cls.predictions.decoder",
+        bias: &["cls.predictions.decoder.bias", "cls.predictions.bias"],
+    }),
 };
 
 static BERT_NAMES: TensorNames = NAMES;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::{activation, labels, parse};
-use super::encoder::{EncoderConfig, HeadAct, HeadNames, Qkv, TensorNames};
+use super::encoder::{EncoderConfig, HeadAct, HeadNames, MlmNames, Qkv, TensorNames};
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["distilbert."],
@@ -36,6 +36,13 @@ static NAMES: TensorNames = TensorNames {
         norm: None,
         out: "classifier",
     },
+    mlm: Some(MlmNames {
+        dense: "vocab_transform",
+        act_from_config: true,
+        norm: "vocab_layer_norm",
+        decoder: "vocab_projector",
+        bias: &["vocab_projector.bias"],
+    }),
 };
 
 fn default_act() -> String {

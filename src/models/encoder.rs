@@ -16,6 +16,7 @@ pub use super::head::{HeadAct, HeadNames, HeadPooling};
 use super::layers::{gate, sized, Layer, Linear, Norm, Packing, Workspace};
 pub use super::rotary::Rotary;
 use super::rotary::RotaryTable;
+pub use super::splade::MlmNames;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Activation, Kernels, Precision};
 use crate::weights::Weights;
@@ -62,6 +63,8 @@ pub struct TensorNames {
     pub final_norm: Option<&'static str>,
     /// The sequence-classification head of the family's `*ForSequenceClassification`.
     pub head: HeadNames,
+    /// The masked-language-model head (`*ForMaskedLM`), for sparse output.
+    pub mlm: Option<MlmNames>,
 }
 
 /// The feed-forward block.

@@ -33,6 +33,7 @@ static NAMES: TensorNames = TensorNames {
         norm: None,
         out: "classifier",
     },
+    mlm: None,
 };
 
 fn d_act() -> String {

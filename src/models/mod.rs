@@ -16,6 +16,7 @@ pub mod nomic;
 pub mod pooling;
 pub mod roberta;
 pub mod rotary;
+pub mod splade;
 
 pub use encoder::{Encoder, EncoderConfig, TokenBatch};
 pub use head::ClassifierHead;

@@ -40,6 +40,7 @@ static NAMES: TensorNames = TensorNames {
         norm: Some("head.norm"),
         out: "classifier",
     },
+    mlm: None,
 };
 
 fn d_act() -> String {

@@ -10,7 +10,9 @@
 use serde_json::Value;
 
 use super::bert::BertFields;
-use super::encoder::{EncoderConfig, HeadAct, HeadNames, Qkv, RelativeBiasSpec, TensorNames};
+use super::encoder::{
+    EncoderConfig, HeadAct, HeadNames, MlmNames, Qkv, RelativeBiasSpec, TensorNames,
+};
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["mpnet."],
@@ -36,6 +38,13 @@ static NAMES: TensorNames = TensorNames {
         norm: None,
         out: "classifier.out_proj",
     },
+    mlm: Some(MlmNames {
+        dense: "lm_head.dense",
+        act_from_config: false,
+        norm: "lm_head.layer_norm",
+        decoder: "lm_head.decoder",
+        bias: &["lm_head.decoder.bias", "lm_head.bias"],
+    }),
 };
 
 /// Padding index of MPNet's embeddings (a constant of the model).

@@ -35,6 +35,7 @@ static NAMES: TensorNames = TensorNames {
         norm: None,
         out: "classifier",
     },
+    mlm: None,
 };
 
 fn d_true() -> bool {

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::bert::{BertFields, NAMES as BERT};
-use super::encoder::{EncoderConfig, HeadAct, HeadNames, TensorNames};
+use super::encoder::{EncoderConfig, HeadAct, HeadNames, MlmNames, TensorNames};
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["roberta."],
@@ -17,6 +17,13 @@ static NAMES: TensorNames = TensorNames {
         norm: None,
         out: "classifier.out_proj",
     },
+    mlm: Some(MlmNames {
+        dense: "lm_head.dense",
+        act_from_config: false,
+        norm: "lm_head.layer_norm",
+        decoder: "lm_head.decoder",
+        bias: &["lm_head.decoder.bias", "lm_head.bias"],
+    }),
     ..BERT
 };
 
