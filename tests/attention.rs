@@ -101,7 +101,16 @@ fn relative_bias_matches_reference() {
                     .build()
                     .unwrap()
                     .install(|| {
-                        attention_biased(kern, &qkv, &offsets, heads, dh, Some(&bias), &mut ctx)
+                        attention_biased(
+                            kern,
+                            &qkv,
+                            &offsets,
+                            heads,
+                            dh,
+                            Some(&bias),
+                            None,
+                            &mut ctx,
+                        )
                     })
                     .unwrap();
                 assert_close(
@@ -109,6 +118,62 @@ fn relative_bias_matches_reference() {
                     &want,
                     1e-5,
                     &format!("biased {isa} h={heads} dh={dh}"),
+                );
+            }
+        }
+    }
+}
+
+/// A local window on long sequences runs in blocks of query rows that read only
+/// the keys in reach: same result as the full computation with -inf outside.
+#[test]
+fn windowed_attention_matches_reference_on_long_sequences() {
+    let window = 21usize;
+    let masked = |_: usize, d: isize| -> f32 {
+        if d.unsigned_abs() > window {
+            f32::NEG_INFINITY
+        } else {
+            0.0
+        }
+    };
+    let tilt = |hd: usize, d: isize| -> f32 { 0.01 * (hd as f32 + 1.0) * d as f32 };
+    let both = |hd: usize, d: isize| masked(hd, d) + tilt(hd, d);
+    let (heads, dh) = (2, 16);
+    let offsets = [0usize, 300, 301, 420, 530];
+    let t = *offsets.last().unwrap();
+    let qkv = random(t * 3 * heads * dh, 77);
+    for (with_bias, reference_bias) in [
+        (false, &masked as &dyn Fn(usize, isize) -> f32),
+        (true, &both),
+    ] {
+        let want = reference_biased(&qkv, &offsets, heads, dh, reference_bias);
+        for isa in isas() {
+            let kern = kernels::for_isa(isa).unwrap();
+            for threads in [1, 3] {
+                let mut ctx = vec![f32::NAN; t * heads * dh];
+                let bias = with_bias.then_some(&tilt as &(dyn Fn(usize, isize) -> f32 + Sync));
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| {
+                        attention_biased(
+                            kern,
+                            &qkv,
+                            &offsets,
+                            heads,
+                            dh,
+                            bias,
+                            Some(window),
+                            &mut ctx,
+                        )
+                    })
+                    .unwrap();
+                assert_close(
+                    &ctx,
+                    &want,
+                    1e-5,
+                    &format!("windowed {isa} bias={with_bias}"),
                 );
             }
         }

@@ -62,11 +62,18 @@ pub fn attention(
     dh: usize,
     ctx: &mut [f32],
 ) -> Result<()> {
-    attention_biased(kern, qkv, offsets, heads, dh, None, ctx)
+    attention_biased(kern, qkv, offsets, heads, dh, None, None, ctx)
 }
 
+/// Query rows per block of windowed attention.
+const WINDOW_BLOCK: usize = 64;
+
 /// [`attention`] with `bias(head, j - i)` added to each score `q_i·k_j/sqrt(dh)`
-/// before the softmax.
+/// before the softmax, and, with `window: Some(w)`, keys farther than `w` from the
+/// query left out. A windowed sequence longer than a few windows runs in blocks of
+/// query rows that each read only the keys their window reaches, so its cost grows
+/// linearly with its length.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_biased(
     kern: &'static Kernels,
     qkv: &[f32],
@@ -74,6 +81,7 @@ pub fn attention_biased(
     heads: usize,
     dh: usize,
     bias: Option<RelativeBias>,
+    window: Option<usize>,
     ctx: &mut [f32],
 ) -> Result<()> {
     let h = heads * dh;
@@ -94,42 +102,73 @@ pub fn attention_biased(
         out: Vec::new(),
         rel: Vec::new(),
     };
+    // Query rows q0..q1 against keys k0..k1 of one (sequence, head), into rows
+    // q0..q1 of `out`.
+    let block = |sc: &mut Scratch,
+                 start: usize,
+                 hd: usize,
+                 (q0, q1): (usize, usize),
+                 (k0, k1): (usize, usize),
+                 out: &mut [f32],
+                 ldo: usize|
+     -> Result<()> {
+        let part = |tok: usize, which: usize| {
+            let at = (start + tok) * 3 * h + which * h + hd * dh;
+            &qkv[at..at + dh]
+        };
+        let (ql, kl) = (q1 - q0, k1 - k0);
+        sc.kt.refill_cols(dh, kl, scale, |j| part(k0 + j, 1));
+        sc.v.refill_rows(kl, dh, |j| part(k0 + j, 2));
+        sc.scores.resize(ql * kl, 0.0);
+        let q = &qkv[(start + q0) * 3 * h + hd * dh..];
+        gemm_serial_strided(q, 3 * h, ql, &sc.kt, &mut sc.scores, kl)?;
+        if bias.is_some() || window.is_some() {
+            // Distances d = (k0 + j) - (q0 + i) run from k0 - q1 + 1 to k1 - 1 - q0:
+            // rel[d - lo] holds the bias of d, and row i reads ql - 1 - i onwards.
+            let lo = k0 as isize - (q1 as isize - 1);
+            sc.rel.clear();
+            sc.rel.extend((0..ql + kl - 1).map(|k| {
+                let d = lo + k as isize;
+                if window.is_some_and(|w| d.unsigned_abs() > w) {
+                    f32::NEG_INFINITY
+                } else {
+                    bias.map_or(0.0, |b| b(hd, d))
+                }
+            }));
+            for (i, row) in sc.scores.chunks_exact_mut(kl).enumerate() {
+                let r = &sc.rel[ql - 1 - i..ql - 1 - i + kl];
+                row.iter_mut().zip(r).for_each(|(s, b)| *s += b);
+            }
+        }
+        sc.sums.clear();
+        sc.sums.extend(
+            sc.scores
+                .chunks_exact_mut(kl)
+                .map(|r| (kern.exp_shifted)(r)),
+        );
+        let o = &mut out[q0 * ldo..];
+        gemm_serial_strided(&sc.scores, kl, ql, &sc.v, o, ldo)?;
+        for (i, sum) in sc.sums.iter().enumerate() {
+            let inv = 1.0 / sum;
+            o[i * ldo..i * ldo + dh].iter_mut().for_each(|x| *x *= inv);
+        }
+        Ok(())
+    };
     let head =
         |sc: &mut Scratch, start: usize, len: usize, hd: usize, out: &mut [f32], ldo: usize| {
-            let part = |tok: usize, which: usize| {
-                let at = (start + tok) * 3 * h + which * h + hd * dh;
-                &qkv[at..at + dh]
-            };
-            sc.kt.refill_cols(dh, len, scale, |j| part(j, 1));
-            sc.v.refill_rows(len, dh, |j| part(j, 2));
-            sc.scores.resize(len * len, 0.0);
-            let q = &qkv[start * 3 * h + hd * dh..];
-            gemm_serial_strided(q, 3 * h, len, &sc.kt, &mut sc.scores, len)?;
-            if let Some(bias) = bias {
-                // rel[d + len - 1] = bias(hd, d) for d in -(len-1)..=len-1; row i
-                // adds rel[len-1-i..2len-1-i].
-                sc.rel.clear();
-                sc.rel
-                    .extend((0..2 * len - 1).map(|k| bias(hd, k as isize - (len as isize - 1))));
-                for (i, row) in sc.scores.chunks_exact_mut(len).enumerate() {
-                    let r = &sc.rel[len - 1 - i..2 * len - 1 - i];
-                    row.iter_mut().zip(r).for_each(|(s, b)| *s += b);
+            match window {
+                Some(w) if len > 2 * w + 2 * WINDOW_BLOCK => {
+                    let mut q0 = 0;
+                    while q0 < len {
+                        let q1 = (q0 + WINDOW_BLOCK).min(len);
+                        let keys = (q0.saturating_sub(w), (q1 + w).min(len));
+                        block(sc, start, hd, (q0, q1), keys, out, ldo)?;
+                        q0 = q1;
+                    }
+                    Ok(())
                 }
+                _ => block(sc, start, hd, (0, len), (0, len), out, ldo),
             }
-            sc.sums.clear();
-            sc.sums.extend(
-                sc.scores
-                    .chunks_exact_mut(len)
-                    .map(|r| (kern.exp_shifted)(r)),
-            );
-            gemm_serial_strided(&sc.scores, len, len, &sc.v, out, ldo)?;
-            for (i, sum) in sc.sums.iter().enumerate() {
-                let inv = 1.0 / sum;
-                out[i * ldo..i * ldo + dh]
-                    .iter_mut()
-                    .for_each(|x| *x *= inv);
-            }
-            Ok(())
         };
     let seqs: Vec<usize> = (0..offsets.len().saturating_sub(1))
         .filter(|&s| offsets[s + 1] > offsets[s])

@@ -699,20 +699,19 @@ impl Encoder {
         let dh = self.cfg.head_dim();
         let k = self.kernels;
         let window = match self.cfg.local {
-            Some(l) if !self.cfg.is_global(layer) => Some(l.half_window as isize),
+            Some(l) if !self.cfg.is_global(layer) => Some(l.half_window),
             _ => None,
         };
-        if buckets.is_empty() && self.slopes.is_empty() && window.is_none() {
-            return kernels::attention::attention(k, qkv, offsets, heads, dh, ctx);
+        if buckets.is_empty() && self.slopes.is_empty() {
+            return kernels::attention::attention_biased(
+                k, qkv, offsets, heads, dh, None, window, ctx,
+            );
         }
         // buckets[d + longest - 1] is the table row of distance d.
         let shift = (buckets.len() / 2) as isize;
         let table = &self.relative_table;
         let slopes = &self.slopes;
         let bias = move |hd: usize, d: isize| -> f32 {
-            if window.is_some_and(|w| d.abs() > w) {
-                return f32::NEG_INFINITY;
-            }
             let mut b = 0.0;
             if !buckets.is_empty() {
                 b += table[buckets[(d + shift) as usize] * heads + hd];
@@ -722,7 +721,7 @@ impl Encoder {
             }
             b
         };
-        kernels::attention::attention_biased(k, qkv, offsets, heads, dh, Some(&bias), ctx)
+        kernels::attention::attention_biased(k, qkv, offsets, heads, dh, Some(&bias), window, ctx)
     }
 
     /// The relative-bias row of each distance `-(longest-1)..=longest-1` of this
