@@ -111,6 +111,11 @@ impl Tokenizer {
         self.max_len
     }
 
+    /// Tokens the tokenizer can produce (its vocabulary and added tokens).
+    pub fn vocab_size(&self) -> usize {
+        self.whole.get_vocab_size(true)
+    }
+
     /// Tokenizes texts. With `truncate` false, an input over the limit is an
     /// [`Error::InputTooLong`] naming it.
     pub fn encode<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Encoded> {

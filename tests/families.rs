@@ -295,6 +295,13 @@ fn unknown_families_and_wrong_weights_are_refused() {
             );
         }
     }
+    // A tokenizer of a larger vocabulary than the model's: refused, naming both.
+    let d = with_config(&|v| v["vocab_size"] = 50.into());
+    let err = Embedder::load(d.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("vocab_size"),
+        "{err}"
+    );
     // An embedding folder is not a classifier.
     assert!(Classifier::load(&src).is_err());
 }

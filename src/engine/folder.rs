@@ -92,7 +92,18 @@ impl Folder {
         let weights =
             Weights::open(dir.join("model.safetensors"))?.with_prefixes(cfg.names.prefixes);
         let max_len = Self::max_len(dir, &cfg)?;
-        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tok_path, max_len)?;
+        if tokenizer.vocab_size() > cfg.vocab_size {
+            return Err(Error::Config {
+                path: tok_path,
+                reason: format!(
+                    "the tokenizer has {} tokens but config.json's vocab_size is {}: they belong to different models",
+                    tokenizer.vocab_size(),
+                    cfg.vocab_size
+                ),
+            });
+        }
         let kern = kernels::try_active()?;
         let (precision, note) = if opts.dtype != Precision::F32 && kern.lowp.is_none() {
             let note = format!(
