@@ -1,7 +1,7 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
 
-.PHONY: test serve model lint bench bench-peers bench-model bench-server fmt python
+.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families fmt python
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -64,3 +64,7 @@ bench-model:
 ## ratios and plot in bench-results/.
 bench-server: model python
 	./benches/peers/server_peers.sh
+
+## make bench-families: base-size XLM-RoBERTa, MPNet, ModernBERT shapes vs PyTorch and ONNX Runtime.
+bench-families:
+	./benches/peers/family_peers.sh
