@@ -138,15 +138,7 @@ impl Embedder {
         let mut out = Vec::with_capacity(texts.len());
         for start in (0..texts.len()).step_by(bs) {
             let chunk = &texts[start..(start + bs).min(texts.len())];
-            let enc = match prompt {
-                Some(p) => {
-                    let with: Vec<String> =
-                        chunk.iter().map(|t| format!("{p}{}", t.as_ref())).collect();
-                    self.folder.tokenizer.encode(&with, opts.truncate)
-                }
-                None => self.folder.tokenizer.encode(chunk, opts.truncate),
-            }
-            .map_err(|e| shift_index(e, start))?;
+            let enc = self.tokenize(chunk, prompt, opts.truncate, start)?;
             let hidden = self.folder.hidden(&enc)?;
             out.extend(head.pool(&hidden, self.folder.cfg.hidden_size, &enc.offsets, top_k)?);
         }
@@ -229,18 +221,30 @@ impl Embedder {
         let dim = self.out_dim(opts)?;
         self.run(texts.len(), dim, |start| {
             let chunk = &texts[start..(start + bs).min(texts.len())];
-            let enc = match prompt {
-                Some(p) => {
-                    let with: Vec<String> =
-                        chunk.iter().map(|t| format!("{p}{}", t.as_ref())).collect();
-                    self.folder.tokenizer.encode(&with, opts.truncate)
-                }
-                None => self.folder.tokenizer.encode(chunk, opts.truncate),
-            }
-            .map_err(|e| shift_index(e, start))?;
+            let enc = self.tokenize(chunk, prompt, opts.truncate, start)?;
             let rows = self.embed(&enc, opts.normalize, skip, dim)?;
             Ok((enc.len(), rows))
         })
+    }
+
+    /// Tokenizes texts `start..` of a call with the prompt prepended (input
+    /// indices in errors count from the call's first text).
+    fn tokenize<S: AsRef<str>>(
+        &self,
+        chunk: &[S],
+        prompt: Option<&str>,
+        truncate: bool,
+        start: usize,
+    ) -> Result<Encoded> {
+        match prompt {
+            Some(p) => {
+                let with: Vec<String> =
+                    chunk.iter().map(|t| format!("{p}{}", t.as_ref())).collect();
+                self.folder.tokenizer.encode(&with, truncate)
+            }
+            None => self.folder.tokenizer.encode(chunk, truncate),
+        }
+        .map_err(|e| shift_index(e, start))
     }
 
     /// The prompt text a call asks for: a literal, a name, or the model's default.

@@ -46,17 +46,11 @@ pub const NAMES: TensorNames = TensorNames {
 
 static BERT_NAMES: TensorNames = NAMES;
 
-fn default_act() -> String {
-    "gelu".into()
-}
 fn default_positions() -> usize {
     512
 }
 fn default_types() -> usize {
     2
-}
-fn default_eps() -> f64 {
-    1e-12
 }
 fn default_position_kind() -> String {
     "absolute".into()
@@ -70,13 +64,13 @@ pub(crate) struct BertFields {
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
-    #[serde(default = "default_act")]
+    #[serde(default = "super::config::defaults::gelu")]
     pub hidden_act: String,
     #[serde(default = "default_positions")]
     pub max_position_embeddings: usize,
     #[serde(default = "default_types")]
     pub type_vocab_size: usize,
-    #[serde(default = "default_eps")]
+    #[serde(default = "super::config::defaults::eps_1e12")]
     pub layer_norm_eps: f64,
     #[serde(default = "default_position_kind")]
     pub position_embedding_type: String,

@@ -95,6 +95,19 @@ fn family_of(
     }
 }
 
+/// serde defaults the family configs share.
+pub(crate) mod defaults {
+    pub fn gelu() -> String {
+        "gelu".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn eps_1e12() -> f64 {
+        1e-12
+    }
+}
+
 /// Parses the whole config as `T` (the fields a family reads).
 pub(crate) fn parse<T: for<'de> Deserialize<'de>>(v: &Value) -> std::result::Result<T, String> {
     T::deserialize(v).map_err(|e| e.to_string())

@@ -45,9 +45,6 @@ static NAMES: TensorNames = TensorNames {
     }),
 };
 
-fn default_act() -> String {
-    "gelu".into()
-}
 fn default_positions() -> usize {
     512
 }
@@ -59,7 +56,7 @@ struct Fields {
     n_layers: usize,
     n_heads: usize,
     hidden_dim: usize,
-    #[serde(default = "default_act")]
+    #[serde(default = "super::config::defaults::gelu")]
     activation: String,
     #[serde(default = "default_positions")]
     max_position_embeddings: usize,

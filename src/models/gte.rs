@@ -36,17 +36,11 @@ static NAMES: TensorNames = TensorNames {
     mlm: None,
 };
 
-fn d_act() -> String {
-    "gelu".into()
-}
 fn d_positions() -> usize {
     2048
 }
 fn d_types() -> usize {
     1
-}
-fn d_eps() -> f64 {
-    1e-12
 }
 fn d_theta() -> f32 {
     10_000.0
@@ -57,9 +51,6 @@ fn d_rope() -> String {
 fn d_norm() -> String {
     "layer_norm".into()
 }
-fn d_true() -> bool {
-    true
-}
 
 #[derive(Deserialize)]
 struct Fields {
@@ -68,13 +59,13 @@ struct Fields {
     num_hidden_layers: usize,
     num_attention_heads: usize,
     intermediate_size: usize,
-    #[serde(default = "d_act")]
+    #[serde(default = "super::config::defaults::gelu")]
     hidden_act: String,
     #[serde(default = "d_positions")]
     max_position_embeddings: usize,
     #[serde(default = "d_types")]
     type_vocab_size: usize,
-    #[serde(default = "d_eps")]
+    #[serde(default = "super::config::defaults::eps_1e12")]
     layer_norm_eps: f64,
     #[serde(default = "d_norm")]
     layer_norm_type: String,
@@ -84,7 +75,7 @@ struct Fields {
     rope_theta: f32,
     #[serde(default)]
     rope_scaling: Option<Value>,
-    #[serde(default = "d_true")]
+    #[serde(default = "super::config::defaults::yes")]
     pack_qkv: bool,
     #[serde(default)]
     logn_attention_scale: bool,

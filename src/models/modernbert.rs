@@ -43,9 +43,6 @@ static NAMES: TensorNames = TensorNames {
     mlm: None,
 };
 
-fn d_act() -> String {
-    "gelu".into()
-}
 fn d_positions() -> usize {
     8192
 }
@@ -69,7 +66,7 @@ struct Fields {
     intermediate_size: usize,
     num_hidden_layers: usize,
     num_attention_heads: usize,
-    #[serde(default = "d_act")]
+    #[serde(default = "super::config::defaults::gelu")]
     hidden_activation: String,
     #[serde(default = "d_positions")]
     max_position_embeddings: usize,
@@ -83,7 +80,7 @@ struct Fields {
     mlp_bias: bool,
     #[serde(default)]
     classifier_bias: bool,
-    #[serde(default = "d_act")]
+    #[serde(default = "super::config::defaults::gelu")]
     classifier_activation: String,
     #[serde(default = "d_pooling")]
     classifier_pooling: String,

@@ -10,9 +10,7 @@
 use serde_json::Value;
 
 use super::bert::BertFields;
-use super::encoder::{
-    EncoderConfig, HeadAct, HeadNames, MlmNames, Qkv, RelativeBiasSpec, TensorNames,
-};
+use super::encoder::{EncoderConfig, Qkv, RelativeBiasSpec, TensorNames};
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["mpnet."],
@@ -32,19 +30,8 @@ static NAMES: TensorNames = TensorNames {
     down: "encoder.layer.{i}.output.dense",
     out_norm: "encoder.layer.{i}.output.LayerNorm",
     final_norm: None,
-    head: HeadNames {
-        dense: Some("classifier.dense"),
-        dense_act: HeadAct::Tanh,
-        norm: None,
-        out: "classifier.out_proj",
-    },
-    mlm: Some(MlmNames {
-        dense: "lm_head.dense",
-        act_from_config: false,
-        norm: "lm_head.layer_norm",
-        decoder: "lm_head.decoder",
-        bias: &["lm_head.decoder.bias", "lm_head.bias"],
-    }),
+    head: super::roberta::HEAD,
+    mlm: Some(super::roberta::MLM),
 };
 
 /// Padding index of MPNet's embeddings (a constant of the model).

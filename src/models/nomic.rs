@@ -38,9 +38,6 @@ static NAMES: TensorNames = TensorNames {
     mlm: None,
 };
 
-fn d_true() -> bool {
-    true
-}
 fn d_types() -> usize {
     2
 }
@@ -73,11 +70,11 @@ struct Fields {
     rotary_scaling_factor: Option<f32>,
     #[serde(default = "d_positions")]
     n_positions: usize,
-    #[serde(default = "d_true")]
+    #[serde(default = "super::config::defaults::yes")]
     qkv_proj_bias: bool,
-    #[serde(default = "d_true")]
+    #[serde(default = "super::config::defaults::yes")]
     mlp_fc1_bias: bool,
-    #[serde(default = "d_true")]
+    #[serde(default = "super::config::defaults::yes")]
     mlp_fc2_bias: bool,
     #[serde(default = "d_eps")]
     layer_norm_epsilon: f64,

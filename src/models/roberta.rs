@@ -9,21 +9,27 @@ use serde_json::Value;
 use super::bert::{BertFields, NAMES as BERT};
 use super::encoder::{EncoderConfig, HeadAct, HeadNames, MlmNames, TensorNames};
 
+/// RoBERTa's classification head (also MPNet's).
+pub(crate) const HEAD: HeadNames = HeadNames {
+    dense: Some("classifier.dense"),
+    dense_act: HeadAct::Tanh,
+    norm: None,
+    out: "classifier.out_proj",
+};
+
+/// RoBERTa's masked-LM head (also MPNet's): always exact GELU.
+pub(crate) const MLM: MlmNames = MlmNames {
+    dense: "lm_head.dense",
+    act_from_config: false,
+    norm: "lm_head.layer_norm",
+    decoder: "lm_head.decoder",
+    bias: &["lm_head.decoder.bias", "lm_head.bias"],
+};
+
 static NAMES: TensorNames = TensorNames {
     prefixes: &["roberta."],
-    head: HeadNames {
-        dense: Some("classifier.dense"),
-        dense_act: HeadAct::Tanh,
-        norm: None,
-        out: "classifier.out_proj",
-    },
-    mlm: Some(MlmNames {
-        dense: "lm_head.dense",
-        act_from_config: false,
-        norm: "lm_head.layer_norm",
-        decoder: "lm_head.decoder",
-        bias: &["lm_head.decoder.bias", "lm_head.bias"],
-    }),
+    head: HEAD,
+    mlm: Some(MLM),
     ..BERT
 };
 
