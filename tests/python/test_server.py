@@ -269,3 +269,54 @@ def test_openai_usage_comes_from_the_engine_without_a_second_tokenisation(model_
         r = c.post("/v1/embeddings", json={"input": ["one text", "and a second, longer text"]})
         assert r.status_code == 200, r.text
         assert r.json()["usage"] == {"prompt_tokens": want, "total_tokens": want}
+
+
+def test_hot_routes_skip_fastapi_machinery_but_keep_its_answers(model_dir, golden, monkeypatch):
+    """POST /embed and /v1/embeddings run their route function straight from the ASGI
+    middleware; bodies that do not validate, wrong keys and other content types still
+    get FastAPI's own answers, and a bug in the fast path is still a 500 with the id."""
+    import fastapi.routing
+    from rinfer.server import asgi
+
+    calls = []
+    real = fastapi.routing.run_endpoint_function
+
+    async def counting(**kw):
+        calls.append(kw)
+        return await real(**kw)
+
+    monkeypatch.setattr(fastapi.routing, "run_endpoint_function", counting)
+    app = create_app(Settings(model_path=str(model_dir), api_key="k"))
+    auth = {"Authorization": "Bearer k"}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/embed", json={"inputs": golden["texts"][:2]}, headers=auth)
+        assert r.status_code == 200 and np.abs(np.array(r.json()) - golden["vectors"][:2]).max() < 1e-4
+        r = c.post("/v1/embeddings", json={"input": golden["texts"][0]}, headers=auth)
+        assert r.status_code == 200 and r.json()["usage"]["total_tokens"] == len(golden["ids"][0])
+        assert calls == []  # FastAPI's endpoint runner was not involved
+        r = c.post("/embed", json={"inputs": 3}, headers=auth)
+        assert r.status_code == 422 and r.json()["error"]["type"] == "validation_error"
+        assert c.post("/embed", json={"inputs": "x"}, headers={"Authorization": "Bearer nope"}).status_code == 401
+        r = c.post("/embed", content=b'{"inputs": "x"}', headers={**auth, "content-type": "text/plain"})
+        assert r.status_code == 422  # what FastAPI answers to a body that is not JSON
+        r = c.post("/embed", json={"inputs": "x", "truncation_direction": "Left"}, headers=auth)
+        assert r.status_code == 422 and "truncation_direction" in r.json()["error"]["message"]
+        assert c.get("/metrics").status_code == 200 and len(calls) == 1  # other routes: FastAPI
+
+        async def boom(body, request):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(asgi.FastRoute, "__init__", _boom_route(asgi.FastRoute.__init__, boom))
+        with TestClient(create_app(Settings(model_path=str(model_dir))), raise_server_exceptions=False) as c2:
+            r = c2.post("/embed", json={"inputs": "x"}, headers={"X-Request-ID": "bug1"})
+            assert r.status_code == 500 and r.json()["error"]["request_id"] == "bug1" and "a bug" not in r.text
+            text = c2.get("/metrics").text
+            assert 'rinfer_http_requests_total{route="/embed",status="500"}' in text
+
+
+def _boom_route(init, boom):
+    def patched(self, route, model):
+        init(self, route, model)
+        self.endpoint = boom
+
+    return patched

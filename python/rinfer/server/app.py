@@ -12,14 +12,16 @@ from contextlib import asynccontextmanager
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 import rinfer
 
 from . import errors
-from .asgi import ServerMiddleware
+from .asgi import FastRoute, ServerMiddleware
 from .jobs import JobRunner, open_store
 from .metrics import Metrics
 from .routers import embeddings, health, jobs, tei
+from .schemas import EmbeddingsRequest, EmbedRequest
 from .settings import Settings
 
 log = logging.getLogger("rinfer.server")
@@ -171,7 +173,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.kind = None
     app.state.metrics = Metrics(app)
 
-    app.add_middleware(ServerMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
+    fast: dict[str, FastRoute] = {}
+    app.add_middleware(
+        ServerMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        owner=app,
+        fast=fast,
+        api_key=settings.api_key,
+    )
     errors.install(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -191,4 +201,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(embeddings.router, dependencies=protected)
     app.include_router(tei.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
+    hot = {"/embed": (tei.embed, EmbedRequest), "/v1/embeddings": (embeddings.create_embeddings, EmbeddingsRequest)}
+    for route in [*tei.router.routes, *embeddings.router.routes]:
+        if isinstance(route, APIRoute) and route.path in hot and route.endpoint is hot[route.path][0]:
+            fast[route.path] = FastRoute(route, hot[route.path][1])
     return app
