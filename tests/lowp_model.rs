@@ -201,8 +201,8 @@ fn loading_fails_under_the_quality_floor() {
     }
 }
 
-/// With `RINFER_ISA=avx512` (or on a CPU without AVX512-BF16/VNNI) a bf16 request
-/// runs f32 and says why; on a path with the kernels it runs as asked.
+/// On a path without bf16/int8 kernels a bf16 request runs f32 and says why; on a
+/// path with them (every x86-64 one) it runs as asked.
 #[test]
 fn fallback_to_f32_is_reported() {
     let model = load(Precision::Bf16);

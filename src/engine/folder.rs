@@ -16,8 +16,8 @@ use crate::weights::Weights;
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Precision of the encoder's matrix products. bf16 and int8 need a path with
-    /// such kernels (AVX512-BF16 + VNNI); elsewhere the model runs in f32 and
-    /// [`ModelInfo::note`] says why.
+    /// such kernels (every x86-64 path has them); elsewhere the model runs in f32
+    /// and [`ModelInfo::note`] says why.
     pub dtype: Precision,
     /// Loading fails ([`Error::QualityBelowFloor`]) when the lowest probe cosine to
     /// f32 is under this; `None` uses [`Quality::default_floor`] (0.999 for bf16,
@@ -107,7 +107,7 @@ impl Folder {
         let kern = kernels::try_active()?;
         let (precision, note) = if opts.dtype != Precision::F32 && kern.lowp.is_none() {
             let note = format!(
-                "{} requested, but the {} path has no {} kernels (they need AVX512-BF16 and VNNI): running f32",
+                "{} requested, but the {} path has no {} kernels: running f32",
                 opts.dtype, kern.isa, opts.dtype
             );
             (Precision::F32, Some(note))
@@ -218,11 +218,25 @@ impl Folder {
 
     fn gemm_kernel(&self) -> String {
         let kern = self.model.kernels();
-        let (mr, nr) = match (self.model.precision(), kern.lowp) {
-            (Precision::F32, _) | (_, None) => (kern.mr, kern.nr),
-            (_, Some(lp)) => (lp.mr, kernels::LOWP_NR),
-        };
-        format!("{} {} {mr}x{nr}", kern.isa, self.model.precision())
+        let precision = self.model.precision();
+        match (precision, kern.lowp) {
+            (Precision::F32, _) | (_, None) => {
+                format!("{} {precision} {}x{}", kern.isa, kern.mr, kern.nr)
+            }
+            (_, Some(lp)) => {
+                let how = if precision == Precision::Bf16 {
+                    lp.bf16_compute
+                } else {
+                    lp.int8_compute
+                };
+                format!(
+                    "{} {precision} {}x{} ({how})",
+                    kern.isa,
+                    lp.mr,
+                    kernels::LOWP_NR
+                )
+            }
+        }
     }
 
     /// Hidden states of a validated batch of token ids.

@@ -181,8 +181,61 @@ pub type Int8Kernel = fn(
     scales: &Int8Scales,
 );
 
+/// The weight panel layout an int8 kernel reads. The quantised values (and so the
+/// results) are the same in both; only their storage differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Layout {
+    /// Per column, four K-consecutive `i8` (`VPDPBUSD`'s operand).
+    Quads,
+    /// Per column, two K-consecutive `i16` (`VPMADDWD`'s operand: exact u8 x s8
+    /// products without VNNI, at twice the bytes).
+    Pairs16,
+}
+
 /// Columns of a bf16 or int8 weight panel, on every path.
 pub const LOWP_NR: usize = 32;
+
+/// The checks a bf16 or int8 tile's safe entry makes before its unsafe body: the
+/// tile fits `max_mr x LOWP_NR`, and `a` (rows of `groups * per` values at stride
+/// `lda`), the panel `b` and `c` (rows at stride `ldc`) are long enough. `per` is 2
+/// for bf16 pairs, 4 for int8 quads. Returns false for an empty tile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_lowp_tile(
+    max_mr: usize,
+    (groups, per): (usize, usize),
+    (a_len, lda): (usize, usize),
+    b_len: usize,
+    (c_len, ldc): (usize, usize),
+    mr: usize,
+    nr: usize,
+) -> bool {
+    assert!(
+        mr <= max_mr && nr <= LOWP_NR,
+        "tile {mr}x{nr} exceeds {max_mr}x{LOWP_NR}"
+    );
+    assert!(b_len >= groups * per * LOWP_NR, "weight panel too short");
+    if mr == 0 || nr == 0 {
+        return false;
+    }
+    assert!(
+        a_len >= (mr - 1) * lda + per * groups,
+        "activation rows too short"
+    );
+    assert!(c_len >= (mr - 1) * ldc + nr, "C tile outside the slice");
+    true
+}
+
+/// An int8 tile's scales cover its `mr` rows and the whole 32-column panel.
+pub(crate) fn check_int8_scales(s: &Int8Scales, mr: usize) {
+    assert!(
+        s.a_scale.len() >= mr && s.a_zero.len() >= mr,
+        "row scales too short"
+    );
+    assert!(
+        s.b_scale.len() >= LOWP_NR && s.b_colsum.len() >= LOWP_NR,
+        "column scales must cover the whole panel"
+    );
+}
 
 /// The reduced-precision kernels of a path.
 pub struct LowpKernels {
@@ -197,6 +250,12 @@ pub struct LowpKernels {
     /// Asymmetric u8 quantisation of one row, zero-filling `dst` past `src.len()`;
     /// returns `(scale, zero_point)` with `x ≈ scale * (q - zero_point)`.
     pub quantize_u8: fn(src: &[f32], dst: &mut [u8]) -> (f32, i32),
+    /// How the int8 kernel reads its weight panels.
+    pub int8_layout: Int8Layout,
+    /// How the bf16 kernel computes, for reports (e.g. `VDPBF16PS`).
+    pub bf16_compute: &'static str,
+    /// How the int8 kernel computes, for reports (e.g. `VPDPBUSD`).
+    pub int8_compute: &'static str,
 }
 
 /// A GEMM microkernel reading A unpacked: like [`MicroKernel`], but row `i` of the

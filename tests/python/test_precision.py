@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from rinfer.server import Settings, create_app
 
 LOWP = "bf16" in rinfer.build_info()["dtypes"]
-needs_lowp = pytest.mark.skipif(not LOWP, reason="this CPU path has no bf16/int8 kernels (AVX512-BF16 + VNNI)")
+needs_lowp = pytest.mark.skipif(not LOWP, reason="this CPU path has no bf16/int8 kernels")
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::{bias_act, check_dims, check_len, partition, Activation, PackedB};
 use crate::error::{Error, Result};
 use crate::kernels::threads::install;
-use crate::kernels::{vector, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
+use crate::kernels::{vector, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
 
 type Scratch<T> = std::thread::LocalKey<std::cell::Cell<Vec<T>>>;
 
@@ -88,10 +88,7 @@ impl std::fmt::Display for Precision {
 
 fn lowp_of(kernels: &'static Kernels) -> Result<&'static LowpKernels> {
     kernels.lowp.ok_or_else(|| {
-        Error::Unsupported(format!(
-            "the {} path has no bf16/int8 kernels (they need AVX512-BF16 and VNNI)",
-            kernels.isa
-        ))
+        Error::Unsupported(format!("the {} path has no bf16/int8 kernels", kernels.isa))
     })
 }
 
@@ -215,7 +212,7 @@ impl PackedBf16 {
 }
 
 /// A constant `K x N` matrix quantised to int8 (one symmetric scale per column),
-/// packed for the int8 microkernels.
+/// packed for the path's int8 microkernel ([`LowpKernels::int8_layout`]).
 pub struct PackedInt8 {
     kernels: &'static Kernels,
     k: usize,
@@ -234,7 +231,7 @@ impl PackedInt8 {
         kernels: &'static Kernels,
         at: impl Fn(usize, usize) -> f32,
     ) -> Result<Self> {
-        lowp_of(kernels)?;
+        let layout = lowp_of(kernels)?.int8_layout;
         let padded = n.div_ceil(LOWP_NR) * LOWP_NR;
         let mut scale = vec![1.0f32; padded];
         for (j, s) in scale.iter_mut().enumerate().take(n) {
@@ -252,7 +249,25 @@ impl PackedInt8 {
         for (j, s) in colsum.iter_mut().enumerate().take(n) {
             *s = (0..k).map(|kk| q(kk, j) as i32).sum();
         }
-        let data = pack_panels(k, n, 4, q);
+        let data = match layout {
+            Int8Layout::Quads => pack_panels(k, n, 4, q),
+            Int8Layout::Pairs16 => {
+                // K padded to whole quads (the activation rows are), as i16 pairs
+                // stored little-endian in the byte vector.
+                let kpad = k.div_ceil(4) * 4;
+                let pairs = pack_panels(
+                    kpad,
+                    n,
+                    2,
+                    |kk, nn| if kk < k { q(kk, nn) as i16 } else { 0 },
+                );
+                pairs
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .map(|b| b as i8)
+                    .collect()
+            }
+        };
         Ok(Self {
             kernels,
             k,
@@ -265,20 +280,41 @@ impl PackedInt8 {
 
     /// The weights as the kernels see them: `scale[j] * q[k][j]`, row-major `K x N`.
     pub fn dequantized(&self) -> Vec<f32> {
-        let groups = self.k.div_ceil(4);
         let mut out = vec![0.0f32; self.k * self.n];
+        let pairs = self.layout() == Int8Layout::Pairs16;
+        let (per, groups) = if pairs {
+            (2, self.k.div_ceil(4) * 2)
+        } else {
+            (4, self.k.div_ceil(4))
+        };
         for kk in 0..self.k {
             for j in 0..self.n {
                 let (p, jj) = (j / LOWP_NR, j % LOWP_NR);
-                let at = ((p * groups + kk / 4) * LOWP_NR + jj) * 4 + kk % 4;
-                out[kk * self.n + j] = self.data[at] as f32 * self.scale[j];
+                let at = ((p * groups + kk / per) * LOWP_NR + jj) * per + kk % per;
+                let q = if pairs {
+                    i16::from_le_bytes([self.data[2 * at] as u8, self.data[2 * at + 1] as u8])
+                } else {
+                    self.data[at] as i16
+                };
+                out[kk * self.n + j] = q as f32 * self.scale[j];
             }
         }
         out
     }
 
+    fn layout(&self) -> Int8Layout {
+        self.kernels
+            .lowp
+            .map_or(Int8Layout::Quads, |lp| lp.int8_layout)
+    }
+
     fn panel(&self, p: usize) -> &[i8] {
-        let len = self.k.div_ceil(4) * 4 * LOWP_NR;
+        let bytes = if self.layout() == Int8Layout::Pairs16 {
+            2
+        } else {
+            1
+        };
+        let len = self.k.div_ceil(4) * 4 * LOWP_NR * bytes;
         &self.data[p * len..(p + 1) * len]
     }
 }

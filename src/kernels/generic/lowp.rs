@@ -3,7 +3,9 @@
 //! accumulates in f32 pair by pair (as `VDPBF16PS` does); the int8 one in i32, then
 //! rescales exactly as the SIMD kernels do, so those must match it bit for bit.
 
-use crate::kernels::{vector, Int8Scales, LowpKernels, LOWP_NR};
+use crate::kernels::{
+    check_int8_scales, check_lowp_tile, vector, Int8Layout, Int8Scales, LowpKernels, LOWP_NR,
+};
 
 /// Rows of the reference tiles.
 pub const MR: usize = 4;
@@ -15,6 +17,9 @@ pub static LOWP: LowpKernels = LowpKernels {
     int8,
     to_bf16,
     quantize_u8,
+    int8_layout: Int8Layout::Quads,
+    bf16_compute: "scalar",
+    int8_compute: "scalar",
 };
 
 fn bf16_to_f32(bits: u16) -> f32 {
@@ -33,11 +38,9 @@ pub fn bf16(
     mr: usize,
     nr: usize,
 ) {
-    assert!(mr <= MR && nr <= LOWP_NR && b.len() >= kp * 2 * LOWP_NR);
-    if mr == 0 || nr == 0 {
+    if !check_lowp_tile(MR, (kp, 2), (a.len(), lda), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
-    assert!(a.len() >= (mr - 1) * lda + 2 * kp && c.len() >= (mr - 1) * ldc + nr);
     for i in 0..mr {
         let row = &a[i * lda..i * lda + 2 * kp];
         for j in 0..nr {
@@ -65,13 +68,10 @@ pub fn int8(
     nr: usize,
     s: &Int8Scales,
 ) {
-    assert!(mr <= MR && nr <= LOWP_NR && b.len() >= kq * 4 * LOWP_NR);
-    assert!(s.a_scale.len() >= mr && s.a_zero.len() >= mr);
-    assert!(s.b_scale.len() >= nr && s.b_colsum.len() >= nr);
-    if mr == 0 || nr == 0 {
+    check_int8_scales(s, mr);
+    if !check_lowp_tile(MR, (kq, 4), (a.len(), lda), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
-    assert!(a.len() >= (mr - 1) * lda + 4 * kq && c.len() >= (mr - 1) * ldc + nr);
     for i in 0..mr {
         let row = &a[i * lda..i * lda + 4 * kq];
         for j in 0..nr {

@@ -29,7 +29,7 @@ pub static KERNELS: Kernels = Kernels {
     mean_rows,
     f16_to_f32,
     bf16_to_f32,
-    lowp: None,
+    lowp: Some(&super::avx2_lowp::LOWP),
 };
 
 vector_kernels! { "avx2,fma,f16c";

@@ -32,7 +32,7 @@ pub const TABLE: Kernels = Kernels {
     mean_rows,
     f16_to_f32,
     bf16_to_f32,
-    lowp: None,
+    lowp: Some(&super::avx2_lowp::LOWP),
 };
 
 vector_kernels! { "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c";

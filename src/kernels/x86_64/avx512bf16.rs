@@ -6,7 +6,9 @@ use std::arch::x86_64::*;
 
 use super::avx512::{self, masks, store};
 use super::vector_kernels;
-use crate::kernels::{Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
+use crate::kernels::{
+    check_int8_scales, check_lowp_tile, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR,
+};
 
 /// Rows of the bf16 and int8 tiles (24 accumulators + 2 weight registers).
 pub const MR: usize = 12;
@@ -25,6 +27,9 @@ pub static LOWP: LowpKernels = LowpKernels {
     int8,
     to_bf16,
     quantize_u8,
+    int8_layout: Int8Layout::Quads,
+    bf16_compute: "VDPBF16PS",
+    int8_compute: "VPDPBUSD",
 };
 
 vector_kernels! { "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c";
@@ -44,19 +49,9 @@ fn bf16(
     mr: usize,
     nr: usize,
 ) {
-    assert!(
-        mr <= MR && nr <= LOWP_NR,
-        "tile {mr}x{nr} exceeds {MR}x{LOWP_NR}"
-    );
-    assert!(b.len() >= kp * 2 * LOWP_NR, "weight panel too short");
-    if mr == 0 || nr == 0 {
+    if !check_lowp_tile(MR, (kp, 2), (a.len(), lda), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
-    assert!(
-        a.len() >= (mr - 1) * lda + 2 * kp,
-        "activation rows too short"
-    );
-    assert!(c.len() >= (mr - 1) * ldc + nr, "C tile outside the slice");
     let (a, b, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     macro_rules! go {
         ($($m:literal)*) => {
@@ -124,27 +119,10 @@ fn int8(
     nr: usize,
     s: &Int8Scales,
 ) {
-    assert!(
-        mr <= MR && nr <= LOWP_NR,
-        "tile {mr}x{nr} exceeds {MR}x{LOWP_NR}"
-    );
-    assert!(b.len() >= kq * 4 * LOWP_NR, "weight panel too short");
-    assert!(
-        s.a_scale.len() >= mr && s.a_zero.len() >= mr,
-        "row scales too short"
-    );
-    assert!(
-        s.b_scale.len() >= LOWP_NR && s.b_colsum.len() >= LOWP_NR,
-        "column scales must cover the whole panel"
-    );
-    if mr == 0 || nr == 0 {
+    check_int8_scales(s, mr);
+    if !check_lowp_tile(MR, (kq, 4), (a.len(), lda), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
-    assert!(
-        a.len() >= (mr - 1) * lda + 4 * kq,
-        "activation rows too short"
-    );
-    assert!(c.len() >= (mr - 1) * ldc + nr, "C tile outside the slice");
     let (a, b, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     macro_rules! go {
         ($($m:literal)*) => {

@@ -1,6 +1,7 @@
 //! x86-64 paths: CPU probes and the per-ISA kernel tables.
 
 pub mod avx2;
+pub mod avx2_lowp;
 pub mod avx512;
 pub mod avx512bf16;
 
