@@ -11,6 +11,7 @@ PY := $(VENV)/bin/python
 ## extension's pytest suite (skip reasons shown), and the stub check.
 test: model python
 	./scripts/test_rust.sh
+	./scripts/test_aarch64.sh
 	$(PY) -m pytest tests/python -q -rs
 	@if cargo run -q --locked --example isa -- avx512 >/dev/null; then \
 	  echo "== Python tests with RINFER_CPU_MASK=avx512f (as on an AVX2-only CPU)"; \
@@ -41,6 +42,9 @@ lint: $(VENV)/.installed
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo clippy --locked --all-targets --features python -- -D warnings
+	@if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu && command -v aarch64-linux-gnu-gcc >/dev/null; then \
+	  CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc cargo clippy --locked --target aarch64-unknown-linux-gnu --all-targets -- -D warnings; \
+	else echo "clippy for aarch64: skipped (target or cross compiler not installed; make test installs them)"; fi
 	$(VENV)/bin/ruff check python tests/python benches scripts
 	$(VENV)/bin/ruff format --check python tests/python benches scripts
 

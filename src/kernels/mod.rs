@@ -2,6 +2,25 @@
 //! a table of function pointers is chosen (`RINFER_ISA` may force one), and every
 //! caller goes through that table. All `unsafe` code of the crate lives below here.
 
+/// Compiles the shared vectorisable kernels of `kernels::vector` once more, for the
+/// target features given, behind safe entry points with the table's signatures.
+macro_rules! vector_kernels {
+    ($features:literal; $( $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? ;)*) => { $(
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[target_feature(enable = $features)]
+            fn inner($($arg: $ty),*) $(-> $ret)? {
+                crate::kernels::vector::$name($($arg),*)
+            }
+            // SAFETY: this function is reachable only through its ISA's kernel table,
+            // which `kernels::for_isa` hands out after `Isa::is_supported` confirmed
+            // that the CPU and OS support every feature in `$features`.
+            unsafe { inner($($arg),*) }
+        }
+    )* };
+}
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub mod attention;
 pub mod gemm;
 pub mod generic;
@@ -30,11 +49,23 @@ pub enum Isa {
     /// AVX-512 plus BF16 (`VDPBF16PS`) and VNNI (`VPDPBUSD`): the f32 kernels of
     /// [`Isa::Avx512`] and native bf16 and int8 GEMM kernels.
     Avx512Bf16,
+    /// aarch64 Advanced SIMD (NEON): an 8x12 f32 FMA microkernel and the vector
+    /// kernels; bf16 weights widened to f32 in registers.
+    Neon,
+    /// NEON plus the dot-product extension (`SDOT`): int8 GEMM.
+    NeonDotprod,
 }
 
 impl Isa {
-    /// Every path rinfer knows, fastest last.
-    pub const ALL: [Isa; 4] = [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
+    /// Every path rinfer knows, fastest last within each architecture.
+    pub const ALL: [Isa; 6] = [
+        Isa::Generic,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Neon,
+        Isa::NeonDotprod,
+    ];
 
     /// The name used by `RINFER_ISA` and reported by [`crate::build_info`].
     pub fn name(self) -> &'static str {
@@ -43,6 +74,8 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "neon-dotprod",
         }
     }
 
@@ -70,19 +103,36 @@ impl Isa {
     /// `RINFER_CPU_MASK` hides (see [`masked_features`]); empty when it can run.
     /// A path of another architecture lacks its whole architecture.
     pub fn missing(self) -> Vec<&'static str> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let mask = masked_features();
-            x86_64::features(self)
-                .into_iter()
-                .filter(|&(name, has)| !has || mask.iter().any(|m| m == name))
-                .map(|(name, _)| name)
-                .collect()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
+        let Some(features) = self.features() else {
+            return vec![self.arch()];
+        };
+        let mask = masked_features();
+        features
+            .into_iter()
+            .filter(|&(name, has)| !has || mask.iter().any(|m| m == name))
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The architecture a path runs on (`""` for the portable one).
+    fn arch(self) -> &'static str {
         match self {
-            Isa::Generic => Vec::new(),
-            _ => vec!["x86_64"],
+            Isa::Generic => "",
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => "x86_64",
+            Isa::Neon | Isa::NeonDotprod => "aarch64",
+        }
+    }
+
+    /// Each CPU feature the path needs with whether this CPU has it; `None` for a
+    /// path of another architecture.
+    fn features(self) -> Option<Vec<(&'static str, bool)>> {
+        match self.arch() {
+            "" => Some(Vec::new()),
+            #[cfg(target_arch = "x86_64")]
+            "x86_64" => Some(x86_64::features(self)),
+            #[cfg(target_arch = "aarch64")]
+            "aarch64" => Some(aarch64::features(self)),
+            _ => None,
         }
     }
 
@@ -350,8 +400,11 @@ pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
         Isa::Avx512 => &x86_64::avx512::KERNELS,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 => &x86_64::avx512bf16::KERNELS,
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("is_supported() is false off x86-64"),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => &aarch64::neon::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDotprod => &aarch64::dotprod::KERNELS,
+        _ => unreachable!("is_supported() is false for another architecture's paths"),
     })
 }
 

@@ -14,7 +14,6 @@
 
 use std::arch::x86_64::*;
 
-use super::vector_kernels;
 use crate::kernels::{
     check_int8_scales, check_lowp_tile, Int8Layout, Int8Scales, LowpKernels, LOWP_NR,
 };

@@ -3,7 +3,6 @@
 
 use std::arch::x86_64::*;
 
-use super::vector_kernels;
 use crate::kernels::{Isa, Kernels};
 
 /// Rows of the microkernel tile.

@@ -5,7 +5,6 @@
 use std::arch::x86_64::*;
 
 use super::avx512::{self, masks, store};
-use super::vector_kernels;
 use crate::kernels::{
     check_int8_scales, check_lowp_tile, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR,
 };

@@ -38,23 +38,8 @@ pub fn features(isa: super::Isa) -> Vec<(&'static str, bool)> {
             ]);
             f
         }
+        super::Isa::Neon | super::Isa::NeonDotprod => {
+            unreachable!("aarch64 paths are not probed on x86-64")
+        }
     }
 }
-
-/// Compiles the shared vectorisable kernels of `kernels::vector` once more, for the
-/// target features given, behind safe entry points with the table's signatures.
-macro_rules! vector_kernels {
-    ($features:literal; $( $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? ;)*) => { $(
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[target_feature(enable = $features)]
-            fn inner($($arg: $ty),*) $(-> $ret)? {
-                crate::kernels::vector::$name($($arg),*)
-            }
-            // SAFETY: this function is reachable only through its ISA's kernel table,
-            // which `kernels::for_isa` hands out after `Isa::is_supported` confirmed
-            // that the CPU and OS support every feature in `$features`.
-            unsafe { inner($($arg),*) }
-        }
-    )* };
-}
-pub(crate) use vector_kernels;
