@@ -90,6 +90,7 @@ class Embedder:
         max_batch_tokens: int = 16384,
         max_wait_ms: float = 0.0,
         max_queue: int = 4096,
+        truncate_dim: int | None = None,
     ) -> Embedder: ...
     def encode(
         self,
@@ -98,7 +99,28 @@ class Embedder:
         batch_size: int = 128,
         normalize: bool | None = None,
         truncate: bool = True,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
     ) -> npt.NDArray[np.float32]: ...
+    def encode_sparse(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = 128,
+        truncate: bool = True,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        top_k: int | None = None,
+    ) -> Any: ...
+    @property
+    def is_sparse(self) -> bool: ...
+    @property
+    def prompts(self) -> dict[str, str]: ...
+    @property
+    def default_prompt_name(self) -> str | None: ...
+    @property
+    def similarity_fn_name(self) -> str: ...
     def encode_ids(
         self,
         ids: Sequence[npt.NDArray[np.integer[Any]] | Sequence[int]],

@@ -368,9 +368,10 @@ impl PyEmbedder {
     /// for bf16/int8 the quality against f32 on a probe set is measured at load
     /// (`model_info["quality"]`) and loading raises `ModelLoadError` when its minimum
     /// cosine is under `quality_floor` (default 0.999 bf16, 0.99 int8). `threads`
-    /// resizes the compute pool.
+    /// resizes the compute pool. `truncate_dim` keeps the first dimensions of every
+    /// vector (Matryoshka).
     #[staticmethod]
-    #[pyo3(signature = (path, *, dtype=None, threads=None, quality_floor=None, max_batch_tokens=16384, max_wait_ms=0.0, max_queue=4096))]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, quality_floor=None, max_batch_tokens=16384, max_wait_ms=0.0, max_queue=4096, truncate_dim=None))]
     #[allow(clippy::too_many_arguments)]
     fn load(
         py: Python<'_>,
@@ -381,6 +382,7 @@ impl PyEmbedder {
         max_batch_tokens: usize,
         max_wait_ms: f64,
         max_queue: usize,
+        truncate_dim: Option<usize>,
     ) -> PyResult<Self> {
         if !(max_wait_ms.is_finite() && max_wait_ms >= 0.0)
             || max_batch_tokens == 0
@@ -392,7 +394,8 @@ impl PyEmbedder {
             )));
         }
         Ok(Self {
-            inner: load_model(py, dtype, threads, quality_floor, move |o| {
+            inner: load_model(py, dtype, threads, quality_floor, move |mut o| {
+                o.truncate_dim = truncate_dim;
                 Embedder::load_with(&path, &o)
             })?,
             cfg: BatcherConfig {
@@ -406,7 +409,11 @@ impl PyEmbedder {
     }
 
     /// Embeds texts: float32 array of shape (n, dim), or (dim,) for one str.
-    #[pyo3(signature = (texts, *, batch_size=128, normalize=None, truncate=true))]
+    /// `prompt_name` picks a prompt of the model's config (the default prompt is
+    /// used when neither it nor a literal `prompt` is given); `truncate_dim` keeps
+    /// the first dimensions (Matryoshka).
+    #[pyo3(signature = (texts, *, batch_size=128, normalize=None, truncate=true, prompt_name=None, prompt=None, truncate_dim=None))]
+    #[allow(clippy::too_many_arguments)]
     fn encode<'py>(
         &self,
         py: Python<'py>,
@@ -414,17 +421,85 @@ impl PyEmbedder {
         batch_size: usize,
         normalize: Option<bool>,
         truncate: bool,
+        prompt_name: Option<String>,
+        prompt: Option<String>,
+        truncate_dim: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (texts, single) = texts_arg(texts, "texts")?;
         let opts = EncodeOptions {
             normalize,
             truncate,
             batch_size,
-            ..Default::default()
+            prompt_name,
+            prompt,
+            truncate_dim,
         };
         let inner = self.inner.clone();
         let arr = detached(py, move || inner.encode_with(&texts, &opts))?;
         Ok(rows_to_py(py, arr, single))
+    }
+
+    /// Sparse (SPLADE) vectors of a sparse model: for each text a tuple
+    /// `(indices, values)` (uint32 and float32 arrays, indices ascending); one tuple
+    /// for one str. `top_k` keeps each vector's largest weights.
+    #[pyo3(signature = (texts, *, batch_size=128, truncate=true, prompt_name=None, prompt=None, top_k=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_sparse<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        batch_size: usize,
+        truncate: bool,
+        prompt_name: Option<String>,
+        prompt: Option<String>,
+        top_k: Option<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (texts, single) = texts_arg(texts, "texts")?;
+        let opts = EncodeOptions {
+            truncate,
+            batch_size,
+            prompt_name,
+            prompt,
+            ..Default::default()
+        };
+        let inner = self.inner.clone();
+        let vecs = detached(py, move || inner.encode_sparse(&texts, &opts, top_k))?;
+        let tuples: Vec<Bound<'py, PyAny>> = vecs
+            .into_iter()
+            .map(|v| {
+                let pair = (v.indices.into_pyarray(py), v.values.into_pyarray(py));
+                pair.into_pyobject(py).map(|t| t.into_any())
+            })
+            .collect::<PyResult<_>>()?;
+        if single {
+            Ok(tuples.into_iter().next().expect("one text, one vector"))
+        } else {
+            Ok(pyo3::types::PyList::new(py, tuples)?.into_any())
+        }
+    }
+
+    /// Whether this is a sparse (SPLADE) model (`encode_sparse`, not `encode`).
+    #[getter]
+    fn is_sparse(&self) -> bool {
+        self.inner.is_sparse()
+    }
+
+    /// The prompts of `config_sentence_transformers.json`, by name.
+    #[getter]
+    fn prompts(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner.prompts().clone()
+    }
+
+    /// The prompt used when a call names none.
+    #[getter]
+    fn default_prompt_name(&self) -> Option<String> {
+        self.inner.default_prompt_name().map(str::to_string)
+    }
+
+    /// The model's similarity function (`cosine`, `dot`, ...).
+    #[getter]
+    fn similarity_fn_name(&self) -> String {
+        self.inner.similarity_fn_name().to_string()
     }
 
     /// Embeds token-id sequences (each a 1-D integer numpy array or a list of int).

@@ -81,3 +81,39 @@ def test_unknown_family_is_refused_naming_it(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(rinfer.ModelLoadError, match="longformer"):
         rinfer.Embedder.load(tmp_path)
+
+
+ST = FAMILIES.parent / "st"
+
+
+def test_prompts_truncation_and_sparse_from_python():
+    g = json.loads((ST / "st-dense-prompts/golden.json").read_text())
+
+    def vecs(key: str) -> np.ndarray:
+        return np.frombuffer(base64.b64decode(g[key]), dtype="<f4").reshape(len(g["texts"]), -1)
+
+    model = rinfer.Embedder.load(ST / "st-dense-prompts")
+    assert model.prompts["doc"] == "passage: " and model.default_prompt_name == "query"
+    assert model.similarity_fn_name == "cosine" and not model.is_sparse
+    assert np.abs(model.encode(g["texts"]) - vecs("default_prompt")).max() <= 1e-4
+    assert np.abs(model.encode(g["texts"], prompt_name="doc") - vecs("doc")).max() <= 1e-4
+    got = model.encode(g["texts"], prompt_name="doc", truncate_dim=8, normalize=True)
+    assert got.shape == (len(g["texts"]), 8)
+    assert np.abs(got - vecs("truncated_8_normalized")).max() <= 1e-4
+    with pytest.raises(rinfer.InvalidInputError, match="query"):
+        model.encode("x", prompt_name="nope")
+    small = rinfer.Embedder.load(ST / "st-dense-prompts", truncate_dim=8)
+    assert small.dim == 8 and small.encode("x").shape == (8,)
+
+    g = json.loads((ST / "splade-bert/golden.json").read_text())
+    sparse = rinfer.Embedder.load(ST / "splade-bert")
+    assert sparse.is_sparse
+    out = sparse.encode_sparse(g["texts"], top_k=5)
+    for (idx, val), want in zip(out, g["top5"]):
+        assert idx.dtype == np.uint32 and val.dtype == np.float32
+        assert idx.tolist() == want["indices"]
+        assert np.abs(val - np.array(want["values"])).max() <= 1e-4
+    one_idx, _ = sparse.encode_sparse(g["texts"][0])
+    assert one_idx.tolist() == g["sparse"][0]["indices"]
+    with pytest.raises(rinfer.UnsupportedError):
+        sparse.encode("x")
