@@ -249,13 +249,28 @@ impl Folder {
     }
 }
 
-/// What a model folder holds, as its family's head tensors tell: `"reranker"` (a
-/// sequence-classification head with one output), `"classifier"` (several) or
-/// `"embedder"` (none). Reads only `config.json` and the weights' header.
+/// What a model folder holds: `"reranker"` (a sequence-classification head with
+/// one output), `"classifier"` (several), `"sparse"` (a SPLADE folder: its
+/// `modules.json` has a `SpladePooling`) or `"embedder"`. Reads only the configs and
+/// the weights' header.
 pub fn model_kind(dir: impl AsRef<Path>) -> Result<&'static str> {
     let dir = dir.as_ref();
     let cfg = config::from_file(&dir.join("config.json"))?;
     let weights = Weights::open(dir.join("model.safetensors"))?.with_prefixes(cfg.names.prefixes);
+    let modules = dir.join("modules.json");
+    if modules.is_file() {
+        let v: serde_json::Value = read_json(&modules)?;
+        let splade = v.as_array().is_some_and(|m| {
+            m.iter().any(|x| {
+                x.get("type")
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| t.ends_with("SpladePooling"))
+            })
+        });
+        if splade {
+            return Ok("sparse");
+        }
+    }
     Ok(
         match weights.info(&format!("{}.weight", cfg.names.head.out)) {
             Some((_, shape)) if shape.len() == 2 && shape[0] == 1 => "reranker",

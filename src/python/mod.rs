@@ -38,8 +38,8 @@ fn set_num_threads(n: usize) -> PyResult<()> {
     Ok(())
 }
 
-/// `rinfer.model_kind(path)`: `"embedder"`, `"classifier"` or `"reranker"`, from the
-/// folder's config and its weights' header.
+/// `rinfer.model_kind(path)`: `"embedder"`, `"classifier"`, `"reranker"` or
+/// `"sparse"`, from the folder's configs and its weights' header.
 #[pyfunction]
 fn model_kind(path: std::path::PathBuf) -> PyResult<&'static str> {
     crate::engine::model_kind(&path).map_err(errors::to_py)

@@ -117,3 +117,18 @@ def test_prompts_truncation_and_sparse_from_python():
     assert one_idx.tolist() == g["sparse"][0]["indices"]
     with pytest.raises(rinfer.UnsupportedError):
         sparse.encode("x")
+
+
+def test_server_serves_sparse_models_on_embed_sparse():
+    g = json.loads((ST / "splade-distilbert/golden.json").read_text())
+    assert rinfer.model_kind(ST / "splade-distilbert") == "sparse"
+    with TestClient(create_app(Settings(model_path=str(ST / "splade-distilbert")))) as c:
+        r = c.post("/embed_sparse", json={"inputs": g["texts"][:3], "truncate": True})
+        assert r.status_code == 200, r.text
+        for row, want in zip(r.json(), g["sparse"][:3]):
+            assert [x["index"] for x in row] == want["indices"]
+            assert max(abs(x["value"] - v) for x, v in zip(row, want["values"])) <= 1e-4
+        assert c.post("/embed", json={"inputs": "x"}).status_code == 400
+    with TestClient(create_app(Settings(model_path=str(FAMILIES / "xlmr-mean")))) as c:
+        r = c.post("/embed_sparse", json={"inputs": "x"})
+        assert r.status_code == 400 and "sparse" in r.text

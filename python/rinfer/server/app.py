@@ -20,7 +20,7 @@ from . import errors
 from .asgi import FastRoute, ServerMiddleware
 from .jobs import JobRunner, open_store
 from .metrics import Metrics
-from .routers import embeddings, health, jobs, tei
+from .routers import embeddings, health, jobs, sparse, tei
 from .schemas import EmbeddingsRequest, EmbedRequest
 from .settings import Settings
 
@@ -44,6 +44,14 @@ def model_kind(path: str) -> str:
         return rinfer.model_kind(path)
     except (OSError, rinfer.RinferError):
         return "embedder"  # the loader reports the real problem, naming the file
+
+
+def _probe_sparse(model: rinfer.Embedder) -> None:
+    """Warms a sparse model up and checks its weights are finite and repeatable."""
+    idx, val = model.encode_sparse(PROBE)
+    idx2, val2 = model.encode_sparse([PROBE, "warm-up"])[0]
+    if not (np.isfinite(val).all() and idx.tolist() == idx2.tolist() and np.abs(val - val2).max() < 1e-5):
+        raise RuntimeError("the model's probe sparse vector is not finite or not repeatable")
 
 
 def _probe_head(head) -> None:
@@ -103,6 +111,9 @@ async def lifespan(app: FastAPI):
         app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
         runner = app.state.job_runner = JobRunner(app.state.job_store, model)
         runner.start()
+    elif kind == "sparse":
+        model = await asyncio.to_thread(rinfer.Embedder.load, path, **common)
+        await asyncio.to_thread(_probe_sparse, model)
     else:
         loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker
         model = await asyncio.to_thread(loader.load, path, **common)
@@ -200,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(embeddings.router, dependencies=protected)
     app.include_router(tei.router, dependencies=protected)
+    app.include_router(sparse.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
     hot = {"/embed": (tei.embed, EmbedRequest), "/v1/embeddings": (embeddings.create_embeddings, EmbeddingsRequest)}
     for route in [*tei.router.routes, *embeddings.router.routes]:

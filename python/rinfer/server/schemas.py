@@ -29,6 +29,15 @@ class EmbedRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1)
 
 
+class EmbedSparseRequest(BaseModel):
+    """TEI ``POST /embed_sparse``."""
+
+    inputs: str | list[str]
+    truncate: bool = False
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    prompt_name: str | None = None
+
+
 class TokenizeRequest(BaseModel):
     """TEI ``POST /tokenize``."""
 
