@@ -245,6 +245,35 @@ pub enum Int8Layout {
 /// Columns of a bf16 or int8 weight panel, on every path.
 pub const LOWP_NR: usize = 32;
 
+/// The checks an f32 microkernel's safe entry makes before its unsafe body: the
+/// tile fits `max_mr x max_nr`, the packed A (`kc` steps of `max_mr`) and B (`kc`
+/// steps of `max_nr`) are long enough, and so is C (rows at stride `ldc`). Returns
+/// false for an empty tile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_f32_tile(
+    (max_mr, max_nr): (usize, usize),
+    kc: usize,
+    a_len: usize,
+    b_len: usize,
+    (c_len, ldc): (usize, usize),
+    mr: usize,
+    nr: usize,
+) -> bool {
+    assert!(
+        mr <= max_mr && nr <= max_nr,
+        "tile {mr}x{nr} exceeds {max_mr}x{max_nr}"
+    );
+    assert!(
+        a_len >= kc * max_mr && b_len >= kc * max_nr,
+        "packed operands too short"
+    );
+    if mr == 0 || nr == 0 {
+        return false;
+    }
+    assert!(c_len >= (mr - 1) * ldc + nr, "C tile outside the slice");
+    true
+}
+
 /// The checks a bf16 or int8 tile's safe entry makes before its unsafe body: the
 /// tile fits `max_mr x LOWP_NR`, and `a` (rows of `groups * per` values at stride
 /// `lda`), the panel `b` and `c` (rows at stride `ldc`) are long enough. `per` is 2

@@ -6,7 +6,7 @@
 
 use std::arch::aarch64::*;
 
-use crate::kernels::{check_lowp_tile, generic, Isa, Kernels, LOWP_NR};
+use crate::kernels::{check_f32_tile, check_lowp_tile, generic, Isa, Kernels, LOWP_NR};
 
 /// Rows of the f32 microkernel tile.
 pub const MR: usize = 8;
@@ -63,20 +63,14 @@ fn microkernel(
     nr: usize,
     acc: bool,
 ) {
-    assert!(mr <= MR && nr <= NR, "tile {mr}x{nr} exceeds {MR}x{NR}");
-    assert!(
-        a.len() >= kc * MR && b.len() >= kc * NR,
-        "packed operands too short"
-    );
-    if mr == 0 || nr == 0 {
+    if !check_f32_tile((MR, NR), kc, a.len(), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
-    assert!(c.len() >= (mr - 1) * ldc + nr, "C tile outside the slice");
     let (a, b, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     macro_rules! go {
         ($($m:literal)*) => {
             match mr {
-                // SAFETY: the asserts above bound every access: `kc` steps of `MR`
+                // SAFETY: the checks above bound every access: `kc` steps of `MR`
                 // values of `a` and `NR` of `b`, rows `0..mr` and columns `0..nr` of C.
                 // The table holding this function is handed out only on a CPU with NEON.
                 $($m => unsafe { tile::<$m>(kc, a, b, cp, ldc, nr, acc) },)*

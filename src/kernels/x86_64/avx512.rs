@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::{Isa, Kernels};
+use crate::kernels::{check_f32_tile, Isa, Kernels};
 
 /// Rows of the microkernel tile.
 pub const MR: usize = 12;
@@ -59,17 +59,11 @@ fn microkernel(
     nr: usize,
     acc: bool,
 ) {
-    assert!(mr <= MR && nr <= NR, "tile {mr}x{nr} exceeds {MR}x{NR}");
-    assert!(
-        a.len() >= kc * MR && b.len() >= kc * NR,
-        "packed operands too short"
-    );
-    if mr == 0 || nr == 0 {
+    if !check_f32_tile((MR, NR), kc, a.len(), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
-    assert!(c.len() >= (mr - 1) * ldc + nr, "C tile outside the slice");
     let (a, b, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-    // SAFETY: the asserts above bound every access: `kc` steps of `MR` values of `a`
+    // SAFETY: the checks above bound every access: `kc` steps of `MR` values of `a`
     // and `NR` values of `b`, and rows `0..mr`, columns `0..nr` of C (columns past
     // `nr` are masked off). The table holding this function is handed out only when
     // the CPU supports AVX-512 F/BW/VL/DQ.
