@@ -1,7 +1,10 @@
 //! Python bindings (feature `python`), built by maturin as `rinfer._rinfer`.
 
-mod classes;
+mod aio;
+mod common;
+mod embedder;
 mod errors;
+mod heads;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -66,9 +69,9 @@ fn _rinfer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(model_kind, m)?)?;
     m.add_function(wrap_pyfunction!(_resolve, m)?)?;
-    m.add_class::<classes::PyEmbedder>()?;
-    m.add_class::<classes::PyClassifier>()?;
-    m.add_class::<classes::PyReranker>()?;
+    m.add_class::<embedder::PyEmbedder>()?;
+    m.add_class::<heads::PyClassifier>()?;
+    m.add_class::<heads::PyReranker>()?;
     errors::register(m)?;
     Ok(())
 }
