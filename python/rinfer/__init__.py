@@ -36,6 +36,7 @@ __all__ = [
     "OverloadedError",
     "Reranker",
     "RinferError",
+    "SentenceTransformer",
     "UnsupportedError",
     "__version__",
     "build_info",
@@ -43,6 +44,8 @@ __all__ = [
     "model_kind",
     "set_num_threads",
 ]
+
+from .compat import SentenceTransformer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 

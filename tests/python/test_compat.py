@@ -1,0 +1,77 @@
+"""`rinfer.SentenceTransformer` behaves as sentence-transformers' class does, checked
+against outputs sentence-transformers 6.2 itself produced (scripts/make_golden_st.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import rinfer
+from rinfer import SentenceTransformer
+
+ST = pathlib.Path(__file__).resolve().parents[2] / "tests/data/st/st-dense-prompts"
+G = json.loads((ST / "golden.json").read_text())
+
+
+def want(key: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(G[key]), dtype="<f4").reshape(len(G["texts"]), -1)
+
+
+def test_encode_keywords_match_sentence_transformers():
+    model = SentenceTransformer(str(ST), device="cpu")
+    texts = G["texts"]
+    got = model.encode(texts, batch_size=3, show_progress_bar=False, convert_to_numpy=True)
+    assert np.abs(got - want("default_prompt")).max() <= 1e-4
+    assert np.abs(model.encode(texts, prompt_name="doc") - want("doc")).max() <= 1e-4
+    assert np.abs(model.encode(texts, prompt="Represent this sentence: ") - want("literal")).max() <= 1e-4
+    assert np.abs(model.encode(texts, prompt="") - want("no_prompt")).max() <= 1e-4
+    got = model.encode(texts, prompt_name="doc", truncate_dim=8, normalize_embeddings=True)
+    assert np.abs(got - want("truncated_8_normalized")).max() <= 1e-4
+    # encode_query uses the "query" prompt, encode_document the "document" one ("").
+    assert np.abs(model.encode_query(texts) - want("query")).max() <= 1e-4
+    assert np.abs(model.encode_document(texts) - want("no_prompt")).max() <= 1e-4
+    one = model.encode(texts[0])
+    assert one.shape == (16,) and model.get_sentence_embedding_dimension() == 16
+
+
+def test_precisions_similarity_and_errors():
+    model = SentenceTransformer(ST, truncate_dim=8)
+    texts = G["texts"]
+    full = model.encode(texts, precision="float32")
+    assert full.shape == (len(texts), 8) and model.get_sentence_embedding_dimension() == 8
+    i8, u8 = model.encode(texts, precision="int8"), model.encode(texts, precision="uint8")
+    assert i8.dtype == np.int8 and u8.dtype == np.uint8 and i8.shape == full.shape
+    # sentence-transformers' calibration: per-dimension ranges of these embeddings.
+    lo, steps = full.min(axis=0), (full.max(axis=0) - full.min(axis=0)) / 255
+    assert (u8 == ((full - lo) / steps).astype(np.uint8)).all()
+    assert (i8 == ((full - lo) / steps - 128).astype(np.int8)).all()
+    b, ub = model.encode(texts, precision="binary"), model.encode(texts, precision="ubinary")
+    assert ub.dtype == np.uint8 and ub.shape == (len(texts), 1)
+    assert (ub == np.packbits(full > 0, axis=-1)).all() and (b.astype(int) == ub.astype(int) - 128).all()
+    sim = model.similarity(full, full)
+    n = full / np.linalg.norm(full, axis=1, keepdims=True)
+    assert np.allclose(sim, n @ n.T, atol=1e-6)
+    assert np.allclose(model.similarity_pairwise(full, full), 1.0, atol=1e-6)
+    with pytest.raises(rinfer.InvalidInputError):
+        model.encode("x", precision="float16")
+    with pytest.raises(rinfer.InvalidInputError):
+        model.encode("x", prompt_name="nope")
+    with pytest.raises(rinfer.UnsupportedError):
+        model.encode("x", output_value="token_embeddings")
+    with pytest.raises(rinfer.UnsupportedError):
+        SentenceTransformer(ST, device="cuda")
+    assert model.tokenize(["hello world"])["input_ids"][0][0] == model._model.tokenize("hello world")[0][0]
+
+
+def test_hub_ids_resolve_from_the_local_cache(tmp_path, monkeypatch):
+    snap = tmp_path / "hub/models--someone--tiny-model/snapshots/abc123"
+    shutil.copytree(ST, snap)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = SentenceTransformer("someone/tiny-model")
+    assert model.path == snap
+    with pytest.raises(FileNotFoundError, match="models--sentence-transformers--absent"):
+        SentenceTransformer("absent")
