@@ -29,6 +29,7 @@ from rinfer._rinfer import (
 
 __all__ = [
     "Classifier",
+    "CrossEncoder",
     "Embedder",
     "InputTooLongError",
     "InvalidInputError",
@@ -45,7 +46,7 @@ __all__ = [
     "set_num_threads",
 ]
 
-from .compat import SentenceTransformer
+from .compat import CrossEncoder, SentenceTransformer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 

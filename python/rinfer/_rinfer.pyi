@@ -161,6 +161,7 @@ class Embedder:
 
 @final
 class Classifier:
+    def pair_logits(self, pairs: Sequence[tuple[str, str]], *, truncate: bool = True) -> npt.NDArray[np.float32]: ...
     @staticmethod
     def load(
         path: str | os.PathLike[str],
@@ -178,6 +179,7 @@ class Classifier:
 
 @final
 class Reranker:
+    def pair_logits(self, pairs: Sequence[tuple[str, str]], *, truncate: bool = True) -> npt.NDArray[np.float32]: ...
     @staticmethod
     def load(
         path: str | os.PathLike[str],

@@ -1,5 +1,6 @@
-"""A drop-in for sentence-transformers' ``SentenceTransformer``: the same constructor
-and ``encode`` keywords, on rinfer's engine. Code written for sentence-transformers
+"""Drop-ins for sentence-transformers' ``SentenceTransformer`` and ``CrossEncoder``:
+the same constructors and ``encode`` / ``predict`` / ``rank`` keywords, on rinfer's
+engine. Code written for sentence-transformers
 runs by changing its import line::
 
     from rinfer import SentenceTransformer
@@ -14,6 +15,7 @@ are returned only when asked for and torch is importable.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import sys
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._rinfer import Embedder, InvalidInputError, UnsupportedError
+from ._rinfer import Classifier, Embedder, InvalidInputError, Reranker, UnsupportedError, model_kind
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 DTYPES = {None: None, "float32": "f32", "fp32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "int8": "int8"}
@@ -219,3 +221,106 @@ class SentenceTransformer:
 
     def __repr__(self) -> str:
         return f"SentenceTransformer({str(self.path)!r}, dim={self.get_sentence_embedding_dimension()})"
+
+
+def _activation(name: str | None, labels: int):
+    """sentence-transformers' CrossEncoder default: sigmoid for one label, identity
+    for several; the config's ``sentence_transformers.activation_fn`` when given."""
+    short = (name or ("Sigmoid" if labels == 1 else "Identity")).rsplit(".", 1)[-1]
+    table = {
+        "Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+        "Identity": lambda x: x,
+        "Tanh": np.tanh,
+        "ReLU": lambda x: np.maximum(x, 0),
+    }
+    if short not in table:
+        raise UnsupportedError(f"activation_fn {name!r} is not one of {', '.join(table)}")
+    return table[short]
+
+
+class CrossEncoder:
+    """sentence-transformers' ``CrossEncoder`` API on rinfer: ``predict`` of text
+    pairs (raw logits through the model's activation, as sentence-transformers
+    computes them) and ``rank``."""
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        *,
+        device: str | None = "cpu",
+        activation_fn: Any = None,
+        dtype: str | None = None,
+        threads: int | None = None,
+        **_ignored: Any,
+    ) -> None:
+        if device not in (None, "cpu"):
+            raise UnsupportedError(f"device {device!r}: rinfer runs on the CPU")
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"dtype {dtype!r} is not one of float32, bfloat16, int8")
+        self.path = resolve_model(model_name_or_path)
+        kind = model_kind(self.path)
+        if kind not in ("reranker", "classifier"):
+            raise UnsupportedError(f"{self.path} holds a {kind}, not a cross-encoder")
+        loader = Reranker if kind == "reranker" else Classifier
+        self._model = loader.load(self.path, dtype=DTYPES[dtype], threads=threads)
+        self.num_labels = 1 if kind == "reranker" else len(self._model.labels)
+        cfg = json.loads((self.path / "config.json").read_text())
+        configured = (cfg.get("sentence_transformers") or {}).get("activation_fn")
+        self.activation_fn = activation_fn if callable(activation_fn) else _activation(configured, self.num_labels)
+
+    def predict(
+        self,
+        sentences: Sequence[str] | Sequence[Sequence[str]],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        activation_fn: Any = None,
+        apply_softmax: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        **_ignored: Any,
+    ) -> Any:
+        """Scores of (a, b) pairs; one pair gives a scalar (one label) or a 1-D array."""
+        single = len(sentences) == 2 and all(isinstance(s, str) for s in sentences)
+        pairs = [tuple(sentences)] if single else [tuple(p) for p in sentences]
+        if any(len(p) != 2 or not all(isinstance(x, str) for x in p) for p in pairs):
+            raise InvalidInputError("predict takes (text, text) pairs")
+        parts = []
+        for start in range(0, len(pairs), max(batch_size, 1)):
+            parts.append(np.asarray(self._model.pair_logits(pairs[start : start + batch_size])))
+        width = () if self.num_labels == 1 else (self.num_labels,)
+        logits = np.concatenate(parts) if parts else np.zeros((0, *width), dtype=np.float32)
+        act = activation_fn if callable(activation_fn) else self.activation_fn
+        scores = np.asarray(act(logits), dtype=np.float32)
+        if apply_softmax and scores.ndim == 2:
+            e = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores = e / e.sum(axis=1, keepdims=True)
+        if single:
+            scores = scores[0]
+        if convert_to_tensor:
+            import torch  # only when asked for
+
+            return torch.from_numpy(np.ascontiguousarray(scores))
+        return scores if convert_to_numpy else scores.tolist()
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int = 32,
+        **_ignored: Any,
+    ) -> list[dict[str, Any]]:
+        """Documents by score for ``query``, best first: ``{"corpus_id", "score"}``
+        (and ``"text"`` with ``return_documents``)."""
+        if self.num_labels != 1:
+            raise UnsupportedError("rank needs a one-label cross-encoder")
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
+        order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else len(documents)]
+        out = []
+        for i in order:
+            row: dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+            if return_documents:
+                row["text"] = documents[i]
+            out.append(row)
+        return out

@@ -100,6 +100,17 @@ impl Classifier {
         )
     }
 
+    /// Raw logits of (first, second) text pairs (NLI-style cross-encoders),
+    /// `[pairs x labels]`, with the family's pair template.
+    pub fn pair_logits(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Array2<f32>> {
+        let enc = self.head.folder.tokenizer.encode_pairs(pairs, truncate)?;
+        let out = self.head.logits(&enc)?;
+        Ok(
+            Array2::from_shape_vec((pairs.len(), self.head.labels.len()), out)
+                .expect("one row of logits per pair"),
+        )
+    }
+
     /// Every label with its probability, best first, for each text.
     pub fn predict<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<Prediction>>> {
         let logits = self.logits(texts, true)?;
@@ -173,7 +184,12 @@ impl Reranker {
     /// Raw logits for each (query, passage) pair.
     pub fn logits(&self, query: &str, passages: &[&str], truncate: bool) -> Result<Vec<f32>> {
         let pairs: Vec<(&str, &str)> = passages.iter().map(|p| (query, *p)).collect();
-        let enc = self.head.folder.tokenizer.encode_pairs(&pairs, truncate)?;
+        self.pair_logits(&pairs, truncate)
+    }
+
+    /// Raw logits of arbitrary (query, passage) pairs.
+    pub fn pair_logits(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Vec<f32>> {
+        let enc = self.head.folder.tokenizer.encode_pairs(pairs, truncate)?;
         self.head.logits(&enc)
     }
 

@@ -70,6 +70,25 @@ impl PyClassifier {
         Ok(arr.into_pyarray(py).into_any())
     }
 
+    /// Raw logits of (first, second) text pairs, float32 array (n, labels).
+    #[pyo3(signature = (pairs, *, truncate=true))]
+    fn pair_logits<'py>(
+        &self,
+        py: Python<'py>,
+        pairs: Vec<(String, String)>,
+        truncate: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        let arr = detached(py, move || {
+            let refs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            inner.pair_logits(&refs, truncate)
+        })?;
+        Ok(arr.into_pyarray(py).into_any())
+    }
+
     /// Labels in index order.
     #[getter]
     fn labels(&self) -> Vec<String> {
@@ -112,6 +131,26 @@ impl PyReranker {
                 Reranker::load_with(&path, &o)
             })?,
         })
+    }
+
+    /// Raw logits of (query, passage) pairs, float32 array (n,): exact, not rebuilt
+    /// from a sigmoid.
+    #[pyo3(signature = (pairs, *, truncate=true))]
+    fn pair_logits<'py>(
+        &self,
+        py: Python<'py>,
+        pairs: Vec<(String, String)>,
+        truncate: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        let v = detached(py, move || {
+            let refs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            inner.pair_logits(&refs, truncate)
+        })?;
+        Ok(v.into_pyarray(py).into_any())
     }
 
     /// (index, score) of passages by relevance, best first; score = sigmoid(logit).

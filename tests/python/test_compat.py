@@ -75,3 +75,30 @@ def test_hub_ids_resolve_from_the_local_cache(tmp_path, monkeypatch):
     assert model.path == snap
     with pytest.raises(FileNotFoundError, match="models--sentence-transformers--absent"):
         SentenceTransformer("absent")
+
+
+FAM = pathlib.Path(__file__).resolve().parents[2] / "tests/data/families"
+
+
+def test_cross_encoder_predict_and_rank_from_raw_logits():
+    g = json.loads((FAM / "xlmr-reranker/golden.json").read_text())
+    ce = rinfer.CrossEncoder(FAM / "xlmr-reranker")
+    pairs = [(g["query"], t) for t in g["texts"]]
+    logits = np.array([row[0] for row in g["logits"]], dtype=np.float32)
+    # Raw logits are exact (no sigmoid round trip); the default activation is sigmoid.
+    raw = ce.predict(pairs, activation_fn=lambda x: x)
+    assert np.abs(raw - logits).max() <= 1e-4
+    assert np.abs(ce.predict(pairs, batch_size=4) - 1 / (1 + np.exp(-logits))).max() <= 1e-5
+    one = ce.predict(pairs[0])
+    assert np.ndim(one) == 0
+    ranked = ce.rank(g["query"], g["texts"], top_k=3, return_documents=True)
+    assert [r["corpus_id"] for r in ranked] == list(np.argsort(-logits, kind="stable")[:3])
+    assert ranked[0]["text"] == g["texts"][ranked[0]["corpus_id"]]
+    # A three-label classifier over pairs: logits rows, softmax on request.
+    g = json.loads((FAM / "distilbert-classifier/golden.json").read_text())
+    clf = rinfer.CrossEncoder(FAM / "distilbert-classifier")
+    assert clf.num_labels == 3
+    out = clf.predict([("a", "b"), ("hello world", "the cat")], apply_softmax=True)
+    assert out.shape == (2, 3) and np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(rinfer.UnsupportedError):
+        rinfer.CrossEncoder(ST)
