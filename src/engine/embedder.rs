@@ -46,7 +46,8 @@ impl Default for EncodeOptions {
     }
 }
 
-/// A sentence-embedding model (BERT encoder + pooling + optional normalisation).
+/// A sentence-embedding model: an encoder of any supported family, then the
+/// folder's sentence-transformers modules (pooling, Dense, Normalize) or SPLADE.
 ///
 /// The README's example (needs `make model` first, as `make test` does):
 /// ```

@@ -57,7 +57,7 @@ pub struct Prediction {
     pub score: f32,
 }
 
-/// A text classifier (`BertForSequenceClassification` weights and `id2label`).
+/// A text classifier (a family's `*ForSequenceClassification` weights and `id2label`).
 pub struct Classifier {
     head: Head,
 }

@@ -140,3 +140,11 @@ pub(super) fn deadline(timeout_s: Option<f64>) -> PyResult<Option<Instant>> {
         )))),
     }
 }
+
+/// Borrowed views of owned text pairs, for the engine's pair calls.
+pub(super) fn pair_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect()
+}

@@ -79,13 +79,7 @@ impl PyClassifier {
         truncate: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        let arr = detached(py, move || {
-            let refs: Vec<(&str, &str)> = pairs
-                .iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect();
-            inner.pair_logits(&refs, truncate)
-        })?;
+        let arr = detached(py, move || inner.pair_logits(&pair_refs(&pairs), truncate))?;
         Ok(arr.into_pyarray(py).into_any())
     }
 
@@ -143,13 +137,7 @@ impl PyReranker {
         truncate: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        let v = detached(py, move || {
-            let refs: Vec<(&str, &str)> = pairs
-                .iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect();
-            inner.pair_logits(&refs, truncate)
-        })?;
+        let v = detached(py, move || inner.pair_logits(&pair_refs(&pairs), truncate))?;
         Ok(v.into_pyarray(py).into_any())
     }
 
