@@ -60,6 +60,28 @@ fn gelu_tanh_matches_reference() {
 }
 
 #[test]
+fn silu_matches_reference() {
+    check_inplace("silu", |k| k.silu, 12.0, 2e-6);
+}
+
+#[test]
+fn rms_norm_matches_reference() {
+    for &n in SIZES {
+        let x: Vec<f32> = random(n, 7).iter().map(|v| v * 4.0 + 0.5).collect();
+        let g = random(n, 8);
+        for eps in [1e-6, 1e-5] {
+            let mut want = x.clone();
+            (generic().rms_norm)(&mut want, &g, eps);
+            for isa in isas() {
+                let mut got = x.clone();
+                (kernels::for_isa(isa).unwrap().rms_norm)(&mut got, &g, eps);
+                assert_close(&got, &want, 1e-5, &format!("rms_norm on {isa}, n={n}"));
+            }
+        }
+    }
+}
+
+#[test]
 fn relu_matches_reference() {
     check_inplace("relu", |k| k.relu, 1.0, 0.0);
 }

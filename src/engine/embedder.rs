@@ -10,7 +10,7 @@ use super::folder::{encoded_from_ids, Folder, LoadOptions, ModelInfo};
 use super::modules::{Modules, StConfig};
 use crate::error::{Error, Result};
 use crate::models::splade::{SparseHead, SparseVector};
-use crate::models::{Encoder, Pooling};
+use crate::models::{Model, Pooling};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::weights::Weights;
 
@@ -88,21 +88,15 @@ impl Embedder {
     pub fn load_with(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let folder = Folder::open(dir, opts)?;
-        let modules = Modules::read(dir, folder.cfg.hidden_size, folder.model.kernels())?;
-        let full = modules.dim(folder.cfg.hidden_size);
+        let modules = Modules::read(dir, folder.cfg.hidden_size(), folder.model.kernels())?;
+        let full = modules.dim(folder.cfg.hidden_size());
         check_truncate_dim(opts.truncate_dim, full)?;
         let sparse = match modules.splade {
             Some((pooling, twice)) => {
-                let weights = Weights::open(dir.join("model.safetensors"))?
-                    .with_prefixes(folder.cfg.names.prefixes);
+                let enc = folder.cfg.encoder("SPLADE pooling")?;
+                let weights = Weights::open_dir(dir)?.with_prefixes(enc.names.prefixes);
                 let kern = folder.model.kernels();
-                Some(SparseHead::load(
-                    &folder.cfg,
-                    &weights,
-                    kern,
-                    pooling,
-                    twice,
-                )?)
+                Some(SparseHead::load(enc, &weights, kern, pooling, twice)?)
             }
             None => None,
         };
@@ -141,7 +135,7 @@ impl Embedder {
             let chunk = &texts[start..(start + bs).min(texts.len())];
             let enc = self.tokenize(chunk, prompt, opts.truncate, start)?;
             let hidden = self.folder.hidden(&enc)?;
-            out.extend(head.pool(&hidden, self.folder.cfg.hidden_size, &enc.offsets, top_k)?);
+            out.extend(head.pool(&hidden, self.folder.cfg.hidden_size(), &enc.offsets, top_k)?);
         }
         Ok(out)
     }
@@ -154,7 +148,7 @@ impl Embedder {
 
     /// Width before Matryoshka truncation.
     fn full_dim(&self) -> usize {
-        self.modules.dim(self.folder.cfg.hidden_size)
+        self.modules.dim(self.folder.cfg.hidden_size())
     }
 
     /// The prompts of `config_sentence_transformers.json`, by name.
@@ -197,8 +191,8 @@ impl Embedder {
         &self.folder.tokenizer
     }
 
-    /// The encoder.
-    pub fn model(&self) -> &Encoder {
+    /// The model (an encoder or a decoder).
+    pub fn model(&self) -> &Model {
         &self.folder.model
     }
 
@@ -346,7 +340,7 @@ impl Embedder {
         self.dense_only()?;
         let hidden = self.folder.hidden(enc)?;
         let kern = self.folder.model.kernels();
-        let h = self.folder.cfg.hidden_size;
+        let h = self.folder.cfg.hidden_size();
         let n = enc.len();
         let mut pooled = vec![0.0f32; n * self.modules.pooling.dim(h)];
         self.modules

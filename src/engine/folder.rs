@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::kernels::{self, Precision};
-use crate::models::{config, Encoder, EncoderConfig, TokenBatch};
+use crate::models::{config, Model, ModelConfig, TokenBatch};
 use crate::quality::{Quality, PROBE_TEXTS};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::weights::Weights;
@@ -60,8 +60,8 @@ pub struct ModelInfo {
 /// The parts every model folder has: config, weights, tokenizer, length limit.
 pub(crate) struct Folder {
     pub(crate) dir: PathBuf,
-    pub(crate) cfg: EncoderConfig,
-    pub(crate) model: Encoder,
+    pub(crate) cfg: ModelConfig,
+    pub(crate) model: Model,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) max_len: usize,
     pub(crate) requested: Precision,
@@ -89,18 +89,17 @@ impl Folder {
             });
         }
         let cfg = config::from_file(&dir.join("config.json"))?;
-        let weights =
-            Weights::open(dir.join("model.safetensors"))?.with_prefixes(cfg.names.prefixes);
+        let weights = Weights::open_dir(dir)?.with_prefixes(cfg.prefixes());
         let max_len = Self::max_len(dir, &cfg)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path, max_len)?;
-        if tokenizer.vocab_size() > cfg.vocab_size {
+        if tokenizer.vocab_size() > cfg.vocab_size() {
             return Err(Error::Config {
                 path: tok_path,
                 reason: format!(
                     "the tokenizer has {} tokens but config.json's vocab_size is {}: they belong to different models",
                     tokenizer.vocab_size(),
-                    cfg.vocab_size
+                    cfg.vocab_size()
                 ),
             });
         }
@@ -114,7 +113,7 @@ impl Folder {
         } else {
             (opts.dtype, None)
         };
-        let model = Encoder::load_with(&cfg, &weights, precision)?;
+        let model = Model::load_with(&cfg, &weights, precision)?;
         let mut folder = Self {
             dir: dir.to_path_buf(),
             cfg,
@@ -126,7 +125,7 @@ impl Folder {
             note,
         };
         if precision != Precision::F32 {
-            let reference = Encoder::load_with(&folder.cfg, &weights, Precision::F32)?;
+            let reference = Model::load_with(&folder.cfg, &weights, Precision::F32)?;
             let quality = folder.probe(&reference)?;
             folder.quality = Some(quality);
             let floor = opts.quality_floor.or(Quality::default_floor(precision));
@@ -145,14 +144,14 @@ impl Folder {
 
     /// Runs the probe texts through `reference` and this folder's model and compares
     /// the mean of each text's last hidden states.
-    fn probe(&self, reference: &Encoder) -> Result<Quality> {
+    fn probe(&self, reference: &Model) -> Result<Quality> {
         let enc = self.tokenizer.encode(PROBE_TEXTS, true)?;
         let batch = TokenBatch {
             ids: &enc.ids,
             type_ids: Some(&enc.type_ids),
             offsets: &enc.offsets,
         };
-        let h = self.cfg.hidden_size;
+        let h = self.cfg.hidden_size();
         let kern = self.model.kernels();
         let pooled = |hidden: Vec<f32>| {
             let mut out = vec![0.0f32; enc.len() * h];
@@ -169,7 +168,7 @@ impl Folder {
 
     /// `sentence_bert_config.json`'s `max_seq_length`, else the tokenizer config's
     /// `model_max_length`, else the positions the model has.
-    fn max_len(dir: &Path, cfg: &EncoderConfig) -> Result<usize> {
+    fn max_len(dir: &Path, cfg: &ModelConfig) -> Result<usize> {
         let limit = cfg.max_tokens();
         let sbert = dir.join("sentence_bert_config.json");
         if sbert.is_file() {
@@ -202,9 +201,9 @@ impl Folder {
     pub(crate) fn info(&self, dim: usize) -> ModelInfo {
         ModelInfo {
             path: self.dir.clone(),
-            model_type: self.cfg.model_type.clone(),
-            hidden_size: self.cfg.hidden_size,
-            layers: self.cfg.num_hidden_layers,
+            model_type: self.cfg.model_type().to_string(),
+            hidden_size: self.cfg.hidden_size(),
+            layers: self.cfg.num_layers(),
             dim,
             max_seq_length: self.max_len,
             dtype: self.model.precision().name(),
@@ -256,7 +255,7 @@ impl Folder {
 pub fn model_kind(dir: impl AsRef<Path>) -> Result<&'static str> {
     let dir = dir.as_ref();
     let cfg = config::from_file(&dir.join("config.json"))?;
-    let weights = Weights::open(dir.join("model.safetensors"))?.with_prefixes(cfg.names.prefixes);
+    let weights = Weights::open_dir(dir)?.with_prefixes(cfg.prefixes());
     let modules = dir.join("modules.json");
     if modules.is_file() {
         let v: serde_json::Value = read_json(&modules)?;
@@ -271,13 +270,20 @@ pub fn model_kind(dir: impl AsRef<Path>) -> Result<&'static str> {
             return Ok("sparse");
         }
     }
-    Ok(
-        match weights.info(&format!("{}.weight", cfg.names.head.out)) {
-            Some((_, shape)) if shape.len() == 2 && shape[0] == 1 => "reranker",
-            Some((_, shape)) if shape.len() == 2 => "classifier",
-            _ => "embedder",
-        },
-    )
+    let head = match &cfg {
+        ModelConfig::Encoder(c) => c.names.head.out,
+        ModelConfig::Decoder(_) => crate::models::decoder::SCORE,
+    };
+    if let ModelConfig::Decoder(_) = &cfg {
+        if crate::models::decoder::yes_no_reranker(dir)?.is_some() {
+            return Ok("reranker");
+        }
+    }
+    Ok(match weights.info(&format!("{head}.weight")) {
+        Some((_, shape)) if shape.len() == 2 && shape[0] == 1 => "reranker",
+        Some((_, shape)) if shape.len() == 2 => "classifier",
+        _ => "embedder",
+    })
 }
 
 /// Builds a ragged batch from caller-supplied token ids.

@@ -6,43 +6,82 @@ use std::path::Path;
 use ndarray::Array2;
 
 use crate::error::{Error, Result};
-use crate::models::ClassifierHead;
+use crate::models::decoder::{yes_no_reranker, LogitScore, SCORE};
+use crate::models::{ClassifierHead, Model, ModelConfig};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::weights::Weights;
 
 use super::folder::{Folder, LoadOptions, ModelInfo};
 
-/// An encoder with its family's sequence-classification head.
+/// How logits come out of the hidden states.
+enum Scorer {
+    /// A sequence-classification head (encoders; `score` of decoders).
+    Head(Box<ClassifierHead>),
+    /// A causal LM's token logits at the last position (`LogitScore`).
+    Tokens(LogitScore),
+}
+
+/// A model with its sequence-classification head (or a causal LM scored by
+/// token logits).
 struct Head {
     folder: Folder,
-    head: ClassifierHead,
+    scorer: Scorer,
     labels: Vec<String>,
 }
 
 impl Head {
     fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         let folder = Folder::open(dir, opts)?;
-        let weights =
-            Weights::open(dir.join("model.safetensors"))?.with_prefixes(folder.cfg.names.prefixes);
-        let head = ClassifierHead::load(&folder.cfg, &weights, folder.model.kernels())?;
-        let n = head.labels();
+        let kern = folder.model.kernels();
+        let weights = Weights::open_dir(dir)?.with_prefixes(folder.cfg.prefixes());
+        let scorer = match (&folder.cfg, yes_no_reranker(dir)?) {
+            (ModelConfig::Encoder(cfg), _) => {
+                Scorer::Head(Box::new(ClassifierHead::load(cfg, &weights, kern)?))
+            }
+            (ModelConfig::Decoder(_), Some(ls)) => Scorer::Tokens(ls),
+            (ModelConfig::Decoder(cfg), None) => Scorer::Head(Box::new(
+                ClassifierHead::last_token(&weights, SCORE, cfg.hidden_size, kern)?,
+            )),
+        };
+        let n = match &scorer {
+            Scorer::Head(h) => h.labels(),
+            Scorer::Tokens(_) => 1,
+        };
         let labels = folder
             .cfg
-            .labels
-            .clone()
+            .labels()
+            .map(|l| l.to_vec())
             .filter(|l| l.len() == n)
             .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect());
         Ok(Self {
             folder,
-            head,
+            scorer,
             labels,
         })
     }
 
     fn logits(&self, enc: &Encoded) -> Result<Vec<f32>> {
         let hidden = self.folder.hidden(enc)?;
-        self.head
-            .logits(&hidden, self.folder.cfg.hidden_size, &enc.offsets)
+        let h = self.folder.cfg.hidden_size();
+        match &self.scorer {
+            Scorer::Head(head) => head.logits(&hidden, h, &enc.offsets),
+            Scorer::Tokens(ls) => {
+                let Model::Decoder(dec) = &self.folder.model else {
+                    unreachable!("token scoring is built for decoders only")
+                };
+                let ids: Vec<u32> = std::iter::once(ls.true_token_id)
+                    .chain(ls.false_token_id)
+                    .collect();
+                enc.offsets
+                    .windows(2)
+                    .map(|w| {
+                        let last = &hidden[(w[1] - 1) * h..w[1] * h];
+                        let l = dec.logits(last, Some(&ids))?;
+                        Ok(l[0] - l.get(1).copied().unwrap_or(0.0))
+                    })
+                    .collect()
+            }
+        }
     }
 }
 

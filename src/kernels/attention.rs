@@ -65,8 +65,46 @@ pub fn attention(
     attention_biased(kern, qkv, offsets, heads, dh, None, None, ctx)
 }
 
-/// Query rows per block of windowed attention.
+/// Query rows per block of windowed or causal attention.
 const WINDOW_BLOCK: usize = 64;
+
+/// The shape and masking of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnShape {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention: `heads` is a multiple of it; query
+    /// head `i` reads key/value head `i / (heads / kv_heads)`).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub dh: usize,
+    /// Multiplier of the scores `q·k` (usually `1/sqrt(dh)`).
+    pub scale: f32,
+    /// A query sees only keys at or before its own position.
+    pub causal: bool,
+    /// With `Some(w)`, keys farther than `w` positions from the query are left out.
+    pub window: Option<usize>,
+}
+
+impl AttnShape {
+    /// Multi-head attention of an encoder: `heads` heads of width `dh` for Q, K
+    /// and V, scale `1/sqrt(dh)`, no mask.
+    pub fn mha(heads: usize, dh: usize) -> Self {
+        Self {
+            heads,
+            kv_heads: heads,
+            dh,
+            scale: 1.0 / (dh as f32).sqrt(),
+            causal: false,
+            window: None,
+        }
+    }
+
+    /// Values in one projection row `[q (heads·dh) | k (kv_heads·dh) | v (kv_heads·dh)]`.
+    pub fn row_width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.dh
+    }
+}
 
 /// [`attention`] with `bias(head, j - i)` added to each score `q_i·k_j/sqrt(dh)`
 /// before the softmax, and, with `window: Some(w)`, keys farther than `w` from the
@@ -84,16 +122,49 @@ pub fn attention_biased(
     window: Option<usize>,
     ctx: &mut [f32],
 ) -> Result<()> {
+    let shape = AttnShape {
+        window,
+        ..AttnShape::mha(heads, dh)
+    };
+    attention_shaped(kern, qkv, offsets, shape, bias, ctx)
+}
+
+/// Attention of any [`AttnShape`] over a ragged batch: row `t` of `qkv` holds
+/// token `t`'s `[q | k | v]` ([`AttnShape::row_width`] values), `ctx` receives
+/// `heads·dh` values per token. Causal and windowed sequences run in blocks of query
+/// rows that read only the keys they may see.
+pub fn attention_shaped(
+    kern: &'static Kernels,
+    qkv: &[f32],
+    offsets: &[usize],
+    shape: AttnShape,
+    bias: Option<RelativeBias>,
+    ctx: &mut [f32],
+) -> Result<()> {
+    let AttnShape {
+        heads,
+        kv_heads,
+        dh,
+        scale,
+        causal,
+        window,
+    } = shape;
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(Error::InvalidInput(format!(
+            "attention: {heads} query heads are not a multiple of {kv_heads} key/value heads"
+        )));
+    }
+    let group = heads / kv_heads;
     let h = heads * dh;
+    let stride = shape.row_width();
     let t = offsets.last().copied().unwrap_or(0);
-    if qkv.len() != t * 3 * h || ctx.len() != t * h || offsets.windows(2).any(|w| w[1] < w[0]) {
+    if qkv.len() != t * stride || ctx.len() != t * h || offsets.windows(2).any(|w| w[1] < w[0]) {
         return Err(Error::InvalidInput(format!(
             "attention: {} QKV values and {} outputs for {t} tokens of width {h}, or offsets not sorted",
             qkv.len(),
             ctx.len()
         )));
     }
-    let scale = 1.0 / (dh as f32).sqrt();
     let scratch = || Scratch {
         kt: PackedB::empty(kern),
         v: PackedB::empty(kern),
@@ -112,24 +183,25 @@ pub fn attention_biased(
                  out: &mut [f32],
                  ldo: usize|
      -> Result<()> {
+        let kv = hd / group;
         let part = |tok: usize, which: usize| {
-            let at = (start + tok) * 3 * h + which * h + hd * dh;
+            let at = (start + tok) * stride + heads * dh + (which - 1) * kv_heads * dh + kv * dh;
             &qkv[at..at + dh]
         };
         let (ql, kl) = (q1 - q0, k1 - k0);
         sc.kt.refill_cols(dh, kl, scale, |j| part(k0 + j, 1));
         sc.v.refill_rows(kl, dh, |j| part(k0 + j, 2));
         sc.scores.resize(ql * kl, 0.0);
-        let q = &qkv[(start + q0) * 3 * h + hd * dh..];
-        gemm_serial_strided(q, 3 * h, ql, &sc.kt, &mut sc.scores, kl)?;
-        if bias.is_some() || window.is_some() {
+        let q = &qkv[(start + q0) * stride + hd * dh..];
+        gemm_serial_strided(q, stride, ql, &sc.kt, &mut sc.scores, kl)?;
+        if bias.is_some() || window.is_some() || causal {
             // Distances d = (k0 + j) - (q0 + i) run from k0 - q1 + 1 to k1 - 1 - q0:
             // rel[d - lo] holds the bias of d, and row i reads ql - 1 - i onwards.
             let lo = k0 as isize - (q1 as isize - 1);
             sc.rel.clear();
             sc.rel.extend((0..ql + kl - 1).map(|k| {
                 let d = lo + k as isize;
-                if window.is_some_and(|w| d.unsigned_abs() > w) {
+                if window.is_some_and(|w| d.unsigned_abs() > w) || (causal && d > 0) {
                     f32::NEG_INFINITY
                 } else {
                     bias.map_or(0.0, |b| b(hd, d))
@@ -156,19 +228,24 @@ pub fn attention_biased(
     };
     let head =
         |sc: &mut Scratch, start: usize, len: usize, hd: usize, out: &mut [f32], ldo: usize| {
-            match window {
-                Some(w) if len > 2 * w + 2 * WINDOW_BLOCK => {
-                    let mut q0 = 0;
-                    while q0 < len {
-                        let q1 = (q0 + WINDOW_BLOCK).min(len);
-                        let keys = (q0.saturating_sub(w), (q1 + w).min(len));
-                        block(sc, start, hd, (q0, q1), keys, out, ldo)?;
-                        q0 = q1;
-                    }
-                    Ok(())
-                }
-                _ => block(sc, start, hd, (0, len), (0, len), out, ldo),
+            let blocked = (causal && len > WINDOW_BLOCK)
+                || window.is_some_and(|w| len > 2 * w + 2 * WINDOW_BLOCK);
+            if !blocked {
+                return block(sc, start, hd, (0, len), (0, len), out, ldo);
             }
+            let mut q0 = 0;
+            while q0 < len {
+                let q1 = (q0 + WINDOW_BLOCK).min(len);
+                let k0 = window.map_or(0, |w| q0.saturating_sub(w));
+                let k1 = if causal {
+                    q1
+                } else {
+                    window.map_or(len, |w| (q1 + w).min(len))
+                };
+                block(sc, start, hd, (q0, q1), (k0, k1), out, ldo)?;
+                q0 = q1;
+            }
+            Ok(())
         };
     let seqs: Vec<usize> = (0..offsets.len().saturating_sub(1))
         .filter(|&s| offsets[s + 1] > offsets[s])

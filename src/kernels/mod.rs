@@ -375,6 +375,10 @@ pub struct Kernels {
     pub gelu_tanh: fn(x: &mut [f32]),
     /// ReLU in place.
     pub relu: fn(x: &mut [f32]),
+    /// SiLU (swish) `x * sigmoid(x)` in place.
+    pub silu: fn(x: &mut [f32]),
+    /// `x = gamma * x / sqrt(mean(x²) + eps)` over one row (RMSNorm).
+    pub rms_norm: fn(x: &mut [f32], gamma: &[f32], eps: f32),
     /// `x = LayerNorm(x + residual) * gamma + beta` over one row.
     pub layer_norm: LayerNormFn,
     /// Softmax over one row in place, after adding an optional additive mask.

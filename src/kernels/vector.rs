@@ -87,6 +87,25 @@ pub fn gelu_tanh(x: &mut [f32]) {
 }
 
 #[inline(always)]
+pub fn silu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let a = *v;
+        *v = a / (1.0 + exp(-a));
+    }
+}
+
+#[inline(always)]
+pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
+    if x.is_empty() {
+        return;
+    }
+    let inv = 1.0 / (sum_sq_dev(x, 0.0) / x.len() as f32 + eps).sqrt();
+    for (v, g) in x.iter_mut().zip(gamma) {
+        *v = *g * (*v * inv);
+    }
+}
+
+#[inline(always)]
 pub fn relu(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = v.max(0.0);

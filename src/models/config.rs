@@ -1,7 +1,8 @@
 //! `config.json` of a Hugging Face model folder. The family is read from
 //! `model_type` (else `architectures`) and mapped by its own file onto an
-//! [`EncoderConfig`]; a family, or an option that changes the math, that rinfer does
-//! not run is refused with the field named, never run as something else.
+//! [`EncoderConfig`] or a [`DecoderConfig`]; a family, or an option that changes the
+//! math, that rinfer does not run is refused with the field named, never run as
+//! something else.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,27 +10,117 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::decoder::DecoderConfig;
 use super::encoder::EncoderConfig;
-use super::{bert, distilbert, gte, modernbert, mpnet, nomic, roberta};
+use super::{bert, distilbert, gemma3, gte, llama, modernbert, mpnet, nomic, qwen, roberta};
 use crate::error::{Error, Result};
 use crate::kernels::Activation;
 
-/// A family's mapping from a parsed `config.json` onto the encoder description.
-type FamilyFn = fn(&Value) -> std::result::Result<EncoderConfig, String>;
+/// A family's mapping from a parsed `config.json` onto its model description.
+#[derive(Clone, Copy)]
+enum FamilyFn {
+    Encoder(fn(&Value) -> std::result::Result<EncoderConfig, String>),
+    Decoder(fn(&Value) -> std::result::Result<DecoderConfig, String>),
+}
+
+use FamilyFn::{Decoder as Dec, Encoder as Enc};
 
 /// Every `model_type` rinfer runs, with the prefix of its `architectures` names.
 const FAMILIES: &[(&str, &str, FamilyFn)] = &[
-    ("bert", "Bert", bert::config),
-    ("roberta", "Roberta", roberta::config),
-    ("xlm-roberta", "XLMRoberta", roberta::config),
-    ("camembert", "Camembert", roberta::config),
-    ("distilbert", "DistilBert", distilbert::config),
-    ("mpnet", "MPNet", mpnet::config),
-    ("modernbert", "ModernBert", modernbert::config),
-    ("nomic_bert", "NomicBert", nomic::config),
-    ("new", "New", gte::config),
-    ("jina_bert", "JinaBert", super::jina::config),
+    ("bert", "Bert", Enc(bert::config)),
+    ("roberta", "Roberta", Enc(roberta::config)),
+    ("xlm-roberta", "XLMRoberta", Enc(roberta::config)),
+    ("camembert", "Camembert", Enc(roberta::config)),
+    ("distilbert", "DistilBert", Enc(distilbert::config)),
+    ("mpnet", "MPNet", Enc(mpnet::config)),
+    ("modernbert", "ModernBert", Enc(modernbert::config)),
+    ("nomic_bert", "NomicBert", Enc(nomic::config)),
+    ("new", "New", Enc(gte::config)),
+    ("jina_bert", "JinaBert", Enc(super::jina::config)),
+    ("qwen2", "Qwen2", Dec(qwen::qwen2)),
+    ("qwen3", "Qwen3", Dec(qwen::qwen3)),
+    ("llama", "Llama", Dec(llama::llama)),
+    ("mistral", "Mistral", Dec(llama::mistral)),
+    ("gemma3_text", "Gemma3", Dec(gemma3::gemma3)),
 ];
+
+/// A model description: an encoder or a decoder.
+#[derive(Clone, Debug)]
+pub enum ModelConfig {
+    /// A BERT-like encoder.
+    Encoder(EncoderConfig),
+    /// A Llama-like decoder.
+    Decoder(DecoderConfig),
+}
+
+impl ModelConfig {
+    /// The `model_type` it was read from.
+    pub fn model_type(&self) -> &str {
+        match self {
+            Self::Encoder(c) => &c.model_type,
+            Self::Decoder(c) => &c.model_type,
+        }
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Encoder(c) => c.hidden_size,
+            Self::Decoder(c) => c.hidden_size,
+        }
+    }
+
+    /// Layers.
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Encoder(c) => c.num_hidden_layers,
+            Self::Decoder(c) => c.num_hidden_layers,
+        }
+    }
+
+    /// Token vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Encoder(c) => c.vocab_size,
+            Self::Decoder(c) => c.vocab_size,
+        }
+    }
+
+    /// Longest sequence the model takes.
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Self::Encoder(c) => c.max_tokens(),
+            Self::Decoder(c) => c.max_tokens(),
+        }
+    }
+
+    /// Prefixes the model's tensor names may carry.
+    pub fn prefixes(&self) -> &'static [&'static str] {
+        match self {
+            Self::Encoder(c) => c.names.prefixes,
+            Self::Decoder(_) => super::decoder::PREFIXES,
+        }
+    }
+
+    /// Class labels by index (`id2label`), when the config has them.
+    pub fn labels(&self) -> Option<&[String]> {
+        match self {
+            Self::Encoder(c) => c.labels.as_deref(),
+            Self::Decoder(c) => c.labels.as_deref(),
+        }
+    }
+
+    /// The encoder description, or an error naming what needs one.
+    pub fn encoder(&self, what: &str) -> Result<&EncoderConfig> {
+        match self {
+            Self::Encoder(c) => Ok(c),
+            Self::Decoder(c) => Err(Error::Unsupported(format!(
+                "{what} needs an encoder; `{}` is a decoder",
+                c.model_type
+            ))),
+        }
+    }
+}
 
 /// The `model_type` values rinfer runs, for error messages and docs.
 pub fn supported_model_types() -> Vec<&'static str> {
@@ -37,7 +128,7 @@ pub fn supported_model_types() -> Vec<&'static str> {
 }
 
 /// Reads `config.json`, finds the family and maps it.
-pub fn from_file(path: &Path) -> Result<EncoderConfig> {
+pub fn from_file(path: &Path) -> Result<ModelConfig> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -48,9 +139,19 @@ pub fn from_file(path: &Path) -> Result<EncoderConfig> {
     };
     let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let family = family_of(&v).map_err(bad)?;
-    let cfg = (family.2)(&v).map_err(|e| bad(format!("{} config: {e}", family.0)))?;
-    cfg.validate().map_err(bad)?;
-    Ok(cfg)
+    let fail = |e: String| bad(format!("{} config: {e}", family.0));
+    match family.2 {
+        Enc(f) => {
+            let cfg = f(&v).map_err(fail)?;
+            cfg.validate().map_err(bad)?;
+            Ok(ModelConfig::Encoder(cfg))
+        }
+        Dec(f) => {
+            let cfg = f(&v).map_err(fail)?;
+            cfg.validate().map_err(bad)?;
+            Ok(ModelConfig::Decoder(cfg))
+        }
+    }
 }
 
 /// `XLM_RoBERTa` and `xlm-roberta` name the same family.

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::config::{activation, labels, parse};
 use super::encoder::{EncoderConfig, HeadAct, HeadNames, Mlp, Qkv, Rotary, TensorNames};
+use super::rotary::RopeScaling;
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["new."],
@@ -134,7 +135,7 @@ pub fn config(v: &Value) -> Result<EncoderConfig, String> {
             theta: f.rope_theta,
             dims: f.hidden_size / f.num_attention_heads,
             interleaved: false,
-            ntk_factor,
+            scaling: ntk_factor.map_or(RopeScaling::None, RopeScaling::Ntk),
         }),
         labels: labels(&f.id2label),
         ..EncoderConfig::new("new", &NAMES)

@@ -40,6 +40,8 @@ pub enum HeadPooling {
     First,
     /// The mean over the sequence's tokens.
     Mean,
+    /// The last token (decoders' `*ForSequenceClassification`).
+    Last,
 }
 
 /// A loaded classification head.
@@ -107,6 +109,43 @@ impl ClassifierHead {
         })
     }
 
+    /// A decoder's head: `name.weight` (`[labels x hidden]`, no bias) on each
+    /// sequence's last token.
+    pub fn last_token(
+        weights: &Weights,
+        name: &str,
+        h: usize,
+        kern: &'static Kernels,
+    ) -> Result<Self> {
+        let out_name = format!("{name}.weight");
+        let labels = match weights.info(&out_name) {
+            Some((_, shape)) if shape.len() == 2 && shape[0] > 0 => shape[0],
+            _ => {
+                return Err(Error::MissingTensor {
+                    path: weights.path().to_path_buf(),
+                    name: out_name.clone(),
+                    tried: format!(
+                        "`{out_name}`: not a sequence-classification checkpoint, and no LogitScore module in modules.json"
+                    ),
+                })
+            }
+        };
+        let p = Packing {
+            kernels: kern,
+            precision: Precision::F32,
+        };
+        Ok(Self {
+            dense: None,
+            act: HeadAct::Tanh,
+            norm: None,
+            out: Linear::load(weights, name, labels, h, false, p)?,
+            pooling: HeadPooling::Last,
+            eps: 0.0,
+            labels,
+            kernels: kern,
+        })
+    }
+
     /// Number of logits.
     pub fn labels(&self) -> usize {
         self.labels
@@ -123,6 +162,9 @@ impl ClassifierHead {
                 }
                 HeadPooling::Mean if w[1] > w[0] => {
                     (self.kernels.mean_rows)(&hidden[w[0] * h..w[1] * h], row)
+                }
+                HeadPooling::Last if w[1] > w[0] => {
+                    row.copy_from_slice(&hidden[(w[1] - 1) * h..w[1] * h])
                 }
                 _ => {}
             }

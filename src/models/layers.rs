@@ -43,10 +43,23 @@ impl Linear {
         bias: bool,
         p: Packing,
     ) -> Result<Self> {
-        let rows = names.len() * out;
+        let parts: Vec<(&str, usize)> = names.iter().map(|n| (*n, out)).collect();
+        Self::concat(w, &parts, inp, bias, p)
+    }
+
+    /// Projections of the same input with their own output widths, stacked in
+    /// order (grouped-query Q, K and V).
+    pub fn concat(
+        w: &Weights,
+        parts: &[(&str, usize)],
+        inp: usize,
+        bias: bool,
+        p: Packing,
+    ) -> Result<Self> {
+        let rows: usize = parts.iter().map(|(_, out)| out).sum();
         let mut weight = Vec::with_capacity(rows * inp);
         let mut b = Vec::with_capacity(if bias { rows } else { 0 });
-        for name in names {
+        for &(name, out) in parts {
             weight.extend_from_slice(w.get_f32(&format!("{name}.weight"), &[out, inp])?.data());
             if bias {
                 b.extend_from_slice(w.get_f32(&format!("{name}.bias"), &[out])?.data());

@@ -19,6 +19,7 @@ use super::config::{activation, labels, parse};
 use super::encoder::{
     EncoderConfig, HeadAct, HeadNames, HeadPooling, LocalAttention, Mlp, Qkv, Rotary, TensorNames,
 };
+use super::rotary::RopeScaling;
 
 static NAMES: TensorNames = TensorNames {
     prefixes: &["model."],
@@ -200,7 +201,7 @@ fn build(f: &Fields, every: usize) -> Result<EncoderConfig, String> {
             theta: global,
             dims: f.hidden_size / f.num_attention_heads,
             interleaved: false,
-            ntk_factor: None,
+            scaling: RopeScaling::None,
         }),
         local: Some(LocalAttention {
             half_window: f.local_attention / 2,

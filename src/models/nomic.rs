@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::config::{labels, parse, refuse_flags};
 use super::encoder::{EncoderConfig, HeadAct, HeadNames, Mlp, Qkv, Rotary, TensorNames};
+use super::rotary::RopeScaling;
 use crate::kernels::Activation;
 
 static NAMES: TensorNames = TensorNames {
@@ -130,7 +131,7 @@ pub fn config(v: &Value) -> Result<EncoderConfig, String> {
             theta: f.rotary_emb_base,
             dims,
             interleaved: f.rotary_emb_interleaved,
-            ntk_factor: None,
+            scaling: RopeScaling::None,
         }),
         labels: labels(&f.id2label),
         ..EncoderConfig::new("nomic_bert", &NAMES)

@@ -13,9 +13,11 @@ use safetensors::{Dtype as StDtype, SafeTensors};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor, TensorView};
 
-/// Where one tensor lives in the file.
+/// Where one tensor lives.
 #[derive(Clone, Debug)]
 struct Entry {
+    /// Index of the file (shard) in [`Weights::maps`].
+    file: usize,
     dtype: StDtype,
     shape: Vec<usize>,
     /// Absolute byte range in the map.
@@ -23,10 +25,12 @@ struct Entry {
     end: usize,
 }
 
-/// A mapped safetensors file.
+/// A mapped safetensors file, or the shards of a sharded checkpoint.
 pub struct Weights {
+    /// The file, or the shard index (`model.safetensors.index.json`).
     path: PathBuf,
-    map: Mmap,
+    /// Each mapped file with its path.
+    maps: Vec<(PathBuf, Mmap)>,
     entries: HashMap<String, Entry>,
     prefixes: Vec<String>,
 }
@@ -51,6 +55,76 @@ fn convert_dtype(d: StDtype) -> Option<DType> {
 }
 
 impl Weights {
+    /// The weights of a model folder: `model.safetensors`, else the shards that
+    /// `model.safetensors.index.json` lists (each mapped and validated, every name
+    /// of the index found in the shard it names, no name in two shards).
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if single.is_file() || !index.is_file() {
+            return Self::open(single);
+        }
+        let bad = |reason: String| Error::MalformedWeights {
+            path: index.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&index).map_err(|source| Error::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let mut shards: Vec<&str> = Vec::new();
+        for (name, file) in map {
+            let file = file
+                .as_str()
+                .ok_or_else(|| bad(format!("`{name}` maps to a non-string")))?;
+            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                return Err(bad(format!(
+                    "shard name `{file}` is not a file of the folder"
+                )));
+            }
+            if !shards.contains(&file) {
+                shards.push(file);
+            }
+        }
+        if shards.is_empty() {
+            return Err(bad("`weight_map` lists no tensor".into()));
+        }
+        let mut out = Self {
+            path: index.clone(),
+            maps: Vec::new(),
+            entries: HashMap::new(),
+            prefixes: vec![String::new()],
+        };
+        for shard in shards {
+            let one = Self::open(dir.join(shard))?;
+            let file = out.maps.len();
+            for (name, mut e) in one.entries {
+                if map.get(&name).and_then(|f| f.as_str()) != Some(shard) {
+                    return Err(bad(format!(
+                        "tensor `{name}` is in `{shard}` but the index does not say so"
+                    )));
+                }
+                e.file = file;
+                out.entries.insert(name, e);
+            }
+            out.maps.extend(one.maps);
+        }
+        if let Some(name) = map.keys().find(|n| !out.entries.contains_key(*n)) {
+            return Err(bad(format!(
+                "tensor `{name}` is listed but not in its shard `{}`",
+                map[name].as_str().unwrap_or_default()
+            )));
+        }
+        Ok(out)
+    }
+
     /// Maps and validates `path`. A malformed file gives [`Error::MalformedWeights`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -84,6 +158,7 @@ impl Weights {
             .map(|(name, info)| {
                 let (s, e) = info.data_offsets;
                 let entry = Entry {
+                    file: 0,
                     dtype: info.dtype,
                     shape: info.shape.clone(),
                     start: base + s,
@@ -102,8 +177,8 @@ impl Weights {
             });
         }
         Ok(Self {
+            maps: vec![(path.clone(), map)],
             path,
-            map,
             entries,
             prefixes: vec![String::new()],
         })
@@ -119,7 +194,7 @@ impl Weights {
         self
     }
 
-    /// The file this came from.
+    /// The file this came from (the index, for a sharded checkpoint).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -176,7 +251,7 @@ impl Weights {
             expected: "F32, F16, BF16".into(),
             found: format!("{:?}", e.dtype),
         })?;
-        TensorView::new(dtype, &e.shape, &self.map[e.start..e.end]).map_err(|err| {
+        TensorView::new(dtype, &e.shape, &self.maps[e.file].1[e.start..e.end]).map_err(|err| {
             Error::MalformedWeights {
                 path: self.path.clone(),
                 reason: format!("tensor `{full}`: {err}"),

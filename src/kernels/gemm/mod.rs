@@ -572,7 +572,7 @@ pub(crate) fn bias_act(kern: &Kernels, bias: Option<&[f32]>, act: Activation, ro
         Activation::GeluErf => (kern.gelu_erf)(row),
         Activation::GeluTanh => (kern.gelu_tanh)(row),
         Activation::Relu => (kern.relu)(row),
-        Activation::Silu => row.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
+        Activation::Silu => (kern.silu)(row),
     }
 }
 

@@ -23,6 +23,8 @@ pub static KERNELS: Kernels = Kernels {
     gelu_erf,
     gelu_tanh,
     relu,
+    silu,
+    rms_norm,
     layer_norm,
     softmax,
     exp_shifted,
@@ -86,6 +88,26 @@ pub fn gelu_tanh(x: &mut [f32]) {
     for v in x.iter_mut() {
         let a = *v as f64;
         *v = (0.5 * a * (1.0 + libm::tanh(c * (a + 0.044715 * a * a * a)))) as f32;
+    }
+}
+
+/// SiLU (swish): `x * sigmoid(x)`.
+pub fn silu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let a = *v as f64;
+        *v = (a / (1.0 + (-a).exp())) as f32;
+    }
+}
+
+/// RMSNorm: `gamma * (x / sqrt(mean(x²) + eps))`, as PyTorch's Llama-family norms.
+pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
+    if x.is_empty() {
+        return;
+    }
+    let ms = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64;
+    let inv = 1.0 / (ms + eps as f64).sqrt();
+    for (v, g) in x.iter_mut().zip(gamma) {
+        *v = (*g as f64 * (*v as f64 * inv)) as f32;
     }
 }
 

@@ -24,6 +24,8 @@ pub const TABLE: Kernels = Kernels {
     gelu_erf,
     gelu_tanh,
     relu,
+    silu,
+    rms_norm,
     layer_norm,
     softmax,
     exp_shifted,
@@ -39,6 +41,8 @@ vector_kernels! { "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c";
     gelu_erf(x: &mut [f32]);
     gelu_tanh(x: &mut [f32]);
     relu(x: &mut [f32]);
+    silu(x: &mut [f32]);
+    rms_norm(x: &mut [f32], gamma: &[f32], eps: f32);
     layer_norm(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32);
     softmax(x: &mut [f32], mask: Option<&[f32]>);
     exp_shifted(x: &mut [f32]) -> f32;
