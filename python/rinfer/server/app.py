@@ -4,6 +4,7 @@ in the lifespan, before the first request, and released at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import pathlib
 import secrets
@@ -22,6 +23,7 @@ from .jobs import JobRunner, open_store
 from .metrics import Metrics
 from .routers import embeddings, health, jobs, sparse, tei
 from .schemas import EmbeddingsRequest, EmbedRequest
+from .service import Admission
 from .settings import Settings
 
 log = logging.getLogger("rinfer.server")
@@ -63,6 +65,69 @@ def _probe_head(head) -> None:
         raise RuntimeError("the model's probe output is not finite")
 
 
+def folder_pooling(path: str) -> tuple[list[str], bool]:
+    """The pooling modes of a sentence-transformers folder, in TEI's words (`cls`,
+    `mean`, `max`, `splade`, `last-token`, ...), and whether the pooling includes the
+    prompt's tokens. No modules.json: mean pooling, as the engine does."""
+    folder = pathlib.Path(path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        return ["mean"], True
+    for m in modules:
+        kind = m.get("type", "").rsplit(".", 1)[-1]
+        if kind == "SpladePooling":
+            return ["splade"], True
+        if kind == "Pooling":
+            try:
+                cfg = json.loads((folder / m.get("path", "") / "config.json").read_text())
+            except (OSError, ValueError):
+                return ["mean"], True
+            mode = cfg.get("pooling_mode")
+            if isinstance(mode, str):
+                modes = [mode]
+            elif isinstance(mode, list):
+                modes = list(mode)
+            else:
+                flags = {
+                    "cls": "pooling_mode_cls_token",
+                    "mean": "pooling_mode_mean_tokens",
+                    "max": "pooling_mode_max_tokens",
+                    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+                    "weightedmean": "pooling_mode_weightedmean_tokens",
+                    "last-token": "pooling_mode_lasttoken",
+                }
+                modes = [name for name, key in flags.items() if cfg.get(key)]
+            modes = ["last-token" if x in ("lasttoken", "last_token") else x for x in modes]
+            return modes or ["mean"], bool(cfg.get("include_prompt", True))
+    return ["mean"], True
+
+
+def served_name(settings: Settings) -> str:
+    """--served-model-name, else the model folder's name (a Hugging Face cache snapshot
+    answers to its repository id)."""
+    if settings.served_model_name:
+        return settings.served_model_name
+    try:
+        path = pathlib.Path(settings.model_path or rinfer.default_model_path()).resolve()
+    except FileNotFoundError:
+        return rinfer.DEFAULT_MODEL
+    parts = path.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3][len("models--") :].replace("--", "/")
+    return path.name
+
+
+def _labels(kind: str, model, path: str) -> list[str]:
+    if kind == "classifier":
+        return list(model.labels)
+    try:
+        id2label = json.loads((pathlib.Path(path) / "config.json").read_text()).get("id2label") or {}
+    except (OSError, ValueError):
+        id2label = {}
+    return [id2label.get("0", "LABEL_0")]
+
+
 def _log_ready(s: Settings, kind: str, info: dict) -> None:
     build = rinfer.build_info()
     if info.get("note"):
@@ -79,7 +144,7 @@ def _log_ready(s: Settings, kind: str, info: dict) -> None:
     log.info(
         "ready: %s model=%s dim=%d max_len=%d dtype=%s gemm=%s isa=%s threads=%d version=%s",
         kind,
-        s.model_name,
+        s.served_model_name,
         info["dim"],
         info["max_seq_length"],
         info["dtype"],
@@ -95,7 +160,16 @@ async def lifespan(app: FastAPI):
     s: Settings = app.state.settings
     path = s.model_path or str(rinfer.default_model_path())
     kind = model_kind(path)
-    log.info("loading %s %s from %s", kind, s.model_name, path)
+    app.state.admission = Admission(s.max_queue)
+    log.info("loading %s %s from %s", kind, app.state.served_name, path)
+    modes, app.state.include_prompt = folder_pooling(path)
+    if s.pooling is not None and kind in ("embedder", "sparse") and s.pooling not in modes:
+        raise RuntimeError(
+            f"--pooling {s.pooling} disagrees with the model folder {path}, whose pooling is "
+            f"{'+'.join(modes)} (set in its modules.json / 1_Pooling/config.json); rinfer serves the "
+            "folder's pooling: drop --pooling or give the folder's"
+        )
+    app.state.pooling = modes
     runner = None
     common = {"threads": s.threads, "dtype": s.dtype, "quality_floor": s.quality_floor}
     if kind == "embedder":
@@ -109,7 +183,7 @@ async def lifespan(app: FastAPI):
         )
         await asyncio.to_thread(_probe, model)
         app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
-        runner = app.state.job_runner = JobRunner(app.state.job_store, model)
+        runner = app.state.job_runner = JobRunner(app.state.job_store, model, admission=app.state.admission)
         runner.start()
     elif kind == "sparse":
         model = await asyncio.to_thread(rinfer.Embedder.load, path, **common)
@@ -118,6 +192,8 @@ async def lifespan(app: FastAPI):
         loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker
         model = await asyncio.to_thread(loader.load, path, **common)
         await asyncio.to_thread(_probe_head, model)
+    if kind in ("classifier", "reranker"):
+        app.state.labels = _labels(kind, model, path)
     setattr(app.state, kind, model)
     app.state.kind = kind
     _log_ready(s, kind, model.model_info)
@@ -130,6 +206,7 @@ async def lifespan(app: FastAPI):
             await runner.stop()
             app.state.job_store.close()
         setattr(app.state, kind, None)
+        app.state.admission.close()
         log.info("model released")
 
 
@@ -182,6 +259,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.classifier = None
     app.state.reranker = None
     app.state.kind = None
+    app.state.served_name = served_name(settings)
+    app.state.include_prompt = True
+    app.state.pooling = None
+    app.state.labels = []
+    app.state.admission = Admission(settings.max_queue)
     app.state.metrics = Metrics(app)
 
     fast: dict[str, FastRoute] = {}

@@ -18,10 +18,10 @@ import os
 import secrets
 import time
 
-import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from .errors import ApiError, render
 from .metrics import Metrics
 
 _RID = b"x-request-id"
@@ -97,7 +97,7 @@ class ServerMiddleware:
 
         try:
             if length.isdigit() and int(length) > self.max_body_bytes:
-                await self._too_large(send_with_id, rid_s, int(length))
+                await self._too_large(send_with_id, scope["path"], rid_s, int(length))
             elif length and scope["method"] == "POST" and scope["path"] in self.fast:
                 await self._fast(self.fast[scope["path"]], scope, receive, send_with_id)
             else:
@@ -108,17 +108,11 @@ class ServerMiddleware:
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
-    async def _too_large(self, send, rid: str, length: int) -> None:
-        body = orjson.dumps(
-            {
-                "error": {
-                    "type": "body_too_large",
-                    "message": f"body of {length} bytes exceeds {self.max_body_bytes}",
-                    "request_id": rid,
-                }
-            }
-        )
+    async def _too_large(self, send, path: str, rid: str, length: int) -> None:
+        err = ApiError(413, "payload_too_large", f"body of {length} bytes exceeds {self.max_body_bytes}")
+        body, extra = render(path, rid, err)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items() if k.lower() != "x-request-id"]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

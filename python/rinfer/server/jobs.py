@@ -188,8 +188,9 @@ def open_store(url: str) -> JobStore:
 class JobRunner:
     """Runs stored jobs one after another, in chunks, in a background task."""
 
-    def __init__(self, store: JobStore, embedder, chunk: int = 256) -> None:
+    def __init__(self, store: JobStore, embedder, chunk: int = 256, admission=None) -> None:
         self.store, self.embedder, self.chunk = store, embedder, chunk
+        self.admission = admission  # the server's engine queue: chunks take their turn with requests
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -216,6 +217,12 @@ class JobRunner:
                 continue
             await self._run(job)
 
+    async def _encode(self, texts: list[str], job: Job):
+        kw = {"normalize": job.normalize, "truncate": job.truncate}
+        if self.admission is None:
+            return await asyncio.to_thread(self.embedder.encode, texts, **kw)
+        return await self.admission.submit(self.embedder.encode, texts, background=True, **kw)
+
     async def _run(self, job: Job) -> None:
         store = self.store
         if job.status == RUNNING:
@@ -229,9 +236,7 @@ class JobRunner:
                     log.info("job %s cancelled at %d/%d", job.id, done, job.total)
                     return
                 texts = await asyncio.to_thread(store.texts, job.id, done, self.chunk)
-                rows = await asyncio.to_thread(
-                    self.embedder.encode, texts, normalize=job.normalize, truncate=job.truncate
-                )
+                rows = await self._encode(texts, job)
                 await asyncio.to_thread(store.save_rows, job.id, done, rows)
                 done += len(texts)
             await asyncio.to_thread(store.set_status, job.id, SUCCEEDED)

@@ -28,10 +28,20 @@ class BatcherCollector:
                 g.add_metric([info["dtype"]], quality[key])
                 yield g
         model = getattr(self.app.state, "embedder", None)
-        stats = model.batcher_stats() if model is not None else {}
-        g = GaugeMetricFamily("rinfer_queue_depth", "requests waiting in the batcher")
+        stats = dict(model.batcher_stats()) if model is not None else {}
+        admission = getattr(self.app.state, "admission", None)
+        side = admission.stats() if admission is not None else {}
+        for key in ("queued", "rejected"):
+            stats[key] = stats.get(key, 0) + side.get(key, 0)
+        g = GaugeMetricFamily("rinfer_queue_depth", "requests waiting in the batcher or the engine queue")
         g.add_metric([], stats.get("queued", 0))
         yield g
+        c = CounterMetricFamily("rinfer_engine_calls", "engine calls outside the batcher (ids, rerank, predict, ...)")
+        c.add_metric([], side.get("runs", 0))
+        yield c
+        c = CounterMetricFamily("rinfer_dropped", "queued work dropped unrun (deadline passed or client gone)")
+        c.add_metric([], stats.get("dropped", 0) + side.get("dropped", 0))
+        yield c
         for key, doc in [
             ("batches", "engine batches run"),
             ("texts", "texts embedded through the batcher"),

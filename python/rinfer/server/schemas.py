@@ -1,15 +1,22 @@
-"""Request and response models (OpenAI- and TEI-compatible shapes)."""
+"""Request models (OpenAI-, TEI- and Cohere/Jina-compatible shapes). Unknown fields
+are refused (422), never silently dropped: a misspelt option must not pass for the
+default."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 TokenIds = list[int]
+Direction = Literal["Right", "Left", "right", "left"]
 
 
-class EmbeddingsRequest(BaseModel):
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingsRequest(Strict):
     """OpenAI ``POST /v1/embeddings``."""
 
     input: str | list[str] | TokenIds | list[TokenIds] = Field(..., description="texts or token ids")
@@ -19,54 +26,86 @@ class EmbeddingsRequest(BaseModel):
     user: str | None = None
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(Strict):
     """TEI ``POST /embed``."""
 
     inputs: str | list[str]
     normalize: bool = True
-    truncate: bool = False
-    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    truncate: bool | None = Field(None, description="default: the server's --auto-truncate (true)")
+    truncation_direction: Direction = "Right"
+    prompt_name: str | None = Field(None, description="a prompt of the model's config, prepended to every input")
     dimensions: int | None = Field(None, ge=1)
 
 
-class EmbedSparseRequest(BaseModel):
+class EmbedSparseRequest(Strict):
     """TEI ``POST /embed_sparse``."""
 
     inputs: str | list[str]
-    truncate: bool = False
-    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    truncate: bool | None = None
+    truncation_direction: Direction = "Right"
     prompt_name: str | None = None
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(Strict):
     """TEI ``POST /tokenize``."""
 
     inputs: str | list[str]
     add_special_tokens: bool = True
+    prompt_name: str | None = None
 
 
-class SimilarityInputs(BaseModel):
+class SimilarityInputs(Strict):
     source_sentence: str
     sentences: list[str] = Field(..., min_length=1)
 
 
-class SimilarityRequest(BaseModel):
+class SimilarityParameters(Strict):
+    truncate: bool | None = None
+    truncation_direction: Direction = "Right"
+    prompt_name: str | None = None
+
+
+class SimilarityRequest(Strict):
     """TEI ``POST /similarity``."""
 
     inputs: SimilarityInputs
+    parameters: SimilarityParameters | None = None
 
 
-class RerankRequest(BaseModel):
+class RerankRequest(Strict):
     """TEI ``POST /rerank``."""
 
     query: str
     texts: list[str]
+    truncate: bool | None = None
+    truncation_direction: Direction = "Right"
     raw_scores: bool = False
     return_text: bool = False
 
 
-class PredictRequest(BaseModel):
-    """TEI ``POST /predict``."""
+class PredictRequest(Strict):
+    """TEI ``POST /predict``: a text, a pair ``[a, b]``, or a batch of texts and pairs
+    ``[[a], [a, b], ...]``."""
 
-    inputs: str | list[str]
+    inputs: str | list[str] | list[list[str]]
+    truncate: bool | None = None
+    truncation_direction: Direction = "Right"
     raw_scores: bool = False
+
+
+class Document(Strict):
+    text: str
+
+
+class CohereRerankRequest(Strict):
+    """Cohere / Jina ``POST /v1/rerank``."""
+
+    query: str
+    documents: list[str | Document]
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    model: str | None = None
+    max_chunks_per_doc: int | None = None
+    max_tokens_per_doc: int | None = None
+    rank_fields: list[str] | None = None
+    truncate: bool | None = None

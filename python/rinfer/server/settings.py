@@ -14,7 +14,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RINFER_", protected_namespaces=())
 
     model_path: str | None = Field(None, description="model folder; default: rinfer.default_model_path()")
-    model_name: str = Field("all-MiniLM-L6-v2", description="name reported by /v1/models and responses")
+    served_model_name: str | None = Field(
+        None, description="name reported by /v1/models, /info and responses; default: the model folder's name"
+    )
+    auto_truncate: bool = Field(
+        True, description="truncate inputs longer than the model's limit when a request does not say (TEI's default)"
+    )
+    default_prompt_name: str | None = Field(
+        None, description="prompt of the model's config applied when a request names none (default: no prompt)"
+    )
+    pooling: str | None = Field(
+        None, description="TEI's --pooling: accepted when it agrees with the folder's pooling, else start-up fails"
+    )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     threads: int | None = Field(None, ge=1, description="compute threads; default: the CPUs allowed")
@@ -35,7 +46,7 @@ class Settings(BaseSettings):
         description="longest a request waits for others to batch with; 0: continuous batching "
         "(a batch starts as soon as the engine is free and takes whatever is queued)",
     )
-    max_queue: int = Field(1024, ge=1, description="requests that may wait; more get 503")
+    max_queue: int = Field(1024, ge=1, description="requests that may wait; more get 429")
     max_inputs: int = Field(2048, ge=1, description="inputs per request; more get 413")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit; more get 413")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request (header X-Request-Timeout)")

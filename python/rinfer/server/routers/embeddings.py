@@ -1,16 +1,25 @@
-"""OpenAI-compatible embeddings: ``POST /v1/embeddings`` and ``GET /v1/models``."""
+"""OpenAI-compatible routes: ``POST /v1/embeddings``, ``GET /v1/models`` and
+``/v1/models/{id}``; and Cohere/Jina-style ``POST /v1/rerank``. Responses name the
+served model (``--served-model-name``, default: the model folder's name), never the
+name a request sent."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import uuid
 
+import numpy as np
 from fastapi import APIRouter, Request
 
-from ..schemas import EmbeddingsRequest
-from ..service import check_count, embed_texts, embedder_of, json_response, settings_of, shrink
+from ..errors import ApiError
+from ..schemas import CohereRerankRequest, EmbeddingsRequest
+from ..service import check_count, embed_texts, embedder_of, json_response, model_of, run_engine, shrink, truncate_of
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _encode_ids(model, ids, normalize):
+    return model.encode_ids(ids, normalize=normalize)
 
 
 @router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
@@ -22,8 +31,8 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request):
     if inp and isinstance(inp[0], int):
         inp = [inp]
     if inp and isinstance(inp[0], list):
-        check_count(request, len(inp))
-        vectors = await asyncio.to_thread(model.encode_ids, inp)
+        check_count(request, len(inp), "input")
+        vectors = await run_engine(request, len(inp), _encode_ids, model, inp, None)
         tokens = sum(len(x) for x in inp)
     else:
         vectors, tokens = await embed_texts(request, inp, normalize=None, truncate=True, return_tokens=True)
@@ -37,13 +46,54 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request):
         {
             "object": "list",
             "data": data,
-            "model": body.model or settings_of(request).model_name,
+            "model": request.app.state.served_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
 
 
+def _model_card(request: Request) -> dict:
+    return {"id": request.app.state.served_name, "object": "model", "created": 0, "owned_by": "rinfer"}
+
+
 @router.get("/models", summary="The served model (OpenAI-compatible)")
 async def list_models(request: Request):
-    name = settings_of(request).model_name
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "rinfer"}]}
+    return {"object": "list", "data": [_model_card(request)]}
+
+
+@router.get("/models/{model_id:path}", summary="One served model (OpenAI-compatible)")
+async def get_model(model_id: str, request: Request):
+    if model_id != request.app.state.served_name:
+        raise ApiError(
+            404, "not_found", f"The model `{model_id}` does not exist", param="model", code="model_not_found"
+        )
+    return _model_card(request)
+
+
+def _pair_logits(model, pairs, truncate):
+    return np.asarray(model.pair_logits(pairs, truncate=truncate), dtype=np.float32).reshape(len(pairs), -1)[:, 0]
+
+
+@router.post("/rerank", summary="Rerank documents against a query (Cohere/Jina-compatible)")
+async def cohere_rerank(body: CohereRerankRequest, request: Request):
+    model = model_of(request, "reranker", "rerank")
+    texts = [d if isinstance(d, str) else d.text for d in body.documents]
+    check_count(request, len(texts), "documents")
+    pairs = [(body.query, t) for t in texts]
+    logits = await run_engine(request, len(pairs), _pair_logits, model, pairs, truncate_of(request, body.truncate))
+    scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    order = sorted(range(len(texts)), key=lambda i: -scores[i])[: body.top_n]
+    results = []
+    for i in order:
+        item: dict = {"index": i, "relevance_score": float(scores[i])}
+        if body.return_documents:
+            item["document"] = {"text": texts[i]}
+        results.append(item)
+    return json_response(
+        {
+            "id": str(uuid.uuid4()),
+            "results": results,
+            "model": request.app.state.served_name,
+            "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+        }
+    )

@@ -31,11 +31,21 @@ async def info(request: Request):
     model = getattr(state, state.kind, None) if state.kind else None
     build = rinfer.build_info()
     out = {"version": rinfer.__version__, "isa": build["isa"], "threads": build["threads"]}
-    out["model_id"] = settings_of(request).model_name
+    out["model_id"] = state.served_name
     out["model_type"] = request.app.state.kind
     if model is not None:
         out.update({f"model_{k}": v for k, v in model.model_info.items()})
         out["max_input_length"] = model.model_info["max_seq_length"]
+    s = settings_of(request)
+    out.update(
+        {
+            "auto_truncate": s.auto_truncate,
+            "max_client_batch_size": s.max_inputs,
+            "max_batch_tokens": s.max_batch_tokens,
+            "max_concurrent_requests": s.max_queue,
+            "pooling": state.pooling,
+        }
+    )
     return out
 
 

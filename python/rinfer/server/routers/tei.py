@@ -1,27 +1,49 @@
 """text-embeddings-inference-compatible routes: embed, tokenize, similarity (for an
-embedder), rerank (for a cross-encoder) and predict (for a classifier); a route the
-loaded model cannot serve answers 400."""
+embedder), rerank (for a cross-encoder) and predict (for a classifier, or a
+cross-encoder on pairs); a route the loaded model cannot serve answers 424, as TEI's
+do. Every engine call goes through the admission queue or the batcher (queue limit,
+deadline, disconnect drop, metrics)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
+from ..errors import ApiError, WrongModelError
 from ..schemas import EmbedRequest, PredictRequest, RerankRequest, SimilarityRequest, TokenizeRequest
-from ..service import check_count, embed_texts, embedder_of, json_response, model_of, shrink
+from ..service import (
+    check_count,
+    embed_request,
+    embed_texts,
+    embedder_of,
+    json_response,
+    model_of,
+    prompt_text,
+    run_engine,
+    settings_of,
+    shrink,
+    truncate_of,
+)
 
 router = APIRouter(tags=["tei"])
 
 
 @router.post("/embed", summary="Embed texts (TEI-compatible)")
 async def embed(body: EmbedRequest, request: Request):
-    if body.truncation_direction.lower() != "right":
-        raise HTTPException(422, "truncation_direction Left is not supported; use Right")
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    vectors = await embed_texts(request, texts, normalize=body.normalize, truncate=body.truncate)
+    truncate = settings_of(request).auto_truncate if body.truncate is None else body.truncate
+    left = body.truncation_direction[0] == "L" or body.truncation_direction[0] == "l"
+    if body.prompt_name is None and not left and request.app.state.settings.default_prompt_name is None:
+        vectors = await embed_texts(request, texts, normalize=body.normalize, truncate=truncate)
+    else:
+        vectors = await embed_request(
+            request, texts, normalize=body.normalize, truncate=truncate, left=left, prompt_name=body.prompt_name
+        )
     return json_response(shrink(vectors, body.dimensions, renormalize=body.normalize))
+
+
+def _tokens(model, texts: list[str]):
+    return model.tokens(texts)
 
 
 @router.post("/tokenize", summary="Tokens of texts: id, text, special, character span (TEI-compatible)")
@@ -29,7 +51,10 @@ async def tokenize(body: TokenizeRequest, request: Request):
     model = embedder_of(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     check_count(request, len(texts))
-    rows = await asyncio.to_thread(model.tokens, texts)
+    prompt = prompt_text(request, model, body.prompt_name)
+    if prompt:
+        texts = [prompt + t for t in texts]
+    rows = await run_engine(request, len(texts), _tokens, model, texts)
     return json_response(
         [
             [
@@ -45,40 +70,128 @@ async def tokenize(body: TokenizeRequest, request: Request):
 @router.post("/similarity", summary="Cosine similarity of sentences to a source (TEI-compatible)")
 async def similarity(body: SimilarityRequest, request: Request):
     texts = [body.inputs.source_sentence, *body.inputs.sentences]
-    v = await embed_texts(request, texts, normalize=True, truncate=True)
+    p = body.parameters
+    v = await embed_request(
+        request,
+        texts,
+        normalize=True,
+        truncate=truncate_of(request, p.truncate if p else None),
+        left=bool(p and p.truncation_direction.lower() == "left"),
+        prompt_name=p.prompt_name if p else None,
+    )
     return json_response((v[1:] @ v[0]).astype(np.float32))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _no_left(direction: str) -> None:
+    if direction.lower() == "left":
+        raise ApiError(
+            422,
+            "validation",
+            "truncation_direction Left is not supported for cross-encoders and classifiers; use Right",
+            param="truncation_direction",
+        )
 
 
 @router.post("/rerank", summary="Rerank texts against a query (TEI-compatible)")
 async def rerank(body: RerankRequest, request: Request):
     model = model_of(request, "reranker", "rerank")
-    check_count(request, len(body.texts))
-    ranked = await asyncio.to_thread(model.rerank, body.query, body.texts)
+    _no_left(body.truncation_direction)
+    if not body.texts:
+        raise ApiError(400, "empty", "`texts` cannot be empty", param="texts")
+    check_count(request, len(body.texts), "texts")
+    pairs = [(body.query, t) for t in body.texts]
+    truncate = truncate_of(request, body.truncate)
+    logits = await run_engine(request, len(pairs), model.pair_logits, pairs, truncate=truncate)
+    raw = np.asarray(logits, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
+    scores = raw if body.raw_scores else _sigmoid(raw)
     out = []
-    for index, score in ranked:
-        if body.raw_scores:  # the logit, from the sigmoid score
-            p = min(max(score, 1e-7), 1 - 1e-7)
-            score = float(np.log(p / (1 - p)))
-        item = {"index": index, "score": score}
+    for index in sorted(range(len(pairs)), key=lambda i: -scores[i]):
+        item = {"index": index, "score": float(scores[index])}
         if body.return_text:
             item["text"] = body.texts[index]
         out.append(item)
-    return out
+    return json_response(out)
 
 
-@router.post("/predict", summary="Classify texts (TEI-compatible)")
+def _predict_inputs(inputs) -> tuple[list[str | tuple[str, str]], bool]:
+    """TEI's PredictInput: a text, a pair [a, b], or a batch [[a], [a, b], ...];
+    returns the sequences and whether the input was a batch."""
+    if isinstance(inputs, str):
+        return [inputs], False
+    if not inputs:
+        raise ApiError(400, "empty", "`inputs` cannot be empty", param="inputs")
+    if isinstance(inputs[0], str):
+        if len(inputs) == 1:
+            return [inputs[0]], False
+        if len(inputs) == 2:
+            return [(inputs[0], inputs[1])], False
+        # Not TEI (which refuses it): three or more strings are a batch of single texts.
+        return list(inputs), True
+    seqs: list[str | tuple[str, str]] = []
+    for i, item in enumerate(inputs):
+        if len(item) == 1:
+            seqs.append(item[0])
+        elif len(item) == 2:
+            seqs.append((item[0], item[1]))
+        else:
+            raise ApiError(
+                422,
+                "validation",
+                f"inputs[{i}]: {len(item)} strings; each item of a batch is [string] or [string, string]",
+                param="inputs",
+            )
+    return seqs, True
+
+
+def _logits_of(model, seqs: list, truncate: bool) -> np.ndarray:
+    """Raw logits of texts and pairs, in order (one engine call per kind)."""
+    singles = [i for i, s in enumerate(seqs) if isinstance(s, str)]
+    pairs = [i for i, s in enumerate(seqs) if not isinstance(s, str)]
+    rows: list = [None] * len(seqs)
+    if singles:
+        if not hasattr(model, "logits"):
+            raise ApiError(422, "validation", "this cross-encoder scores pairs [string, string], not single texts")
+        out = np.asarray(model.logits([seqs[i] for i in singles], truncate=truncate))
+        for j, i in enumerate(singles):
+            rows[i] = out[j]
+    if pairs:
+        out = np.asarray(model.pair_logits([seqs[i] for i in pairs], truncate=truncate))
+        for j, i in enumerate(pairs):
+            rows[i] = out[j]
+    return np.stack(rows).reshape(len(seqs), -1)
+
+
+@router.post("/predict", summary="Classify texts or pairs of texts (TEI-compatible)")
 async def predict(body: PredictRequest, request: Request):
-    model = model_of(request, "classifier", "predict")
-    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    check_count(request, len(texts))
-    if body.raw_scores:
-        logits = await asyncio.to_thread(model.logits, texts)
-        labels = model.labels
-        rows = [
-            sorted(({"label": labels[j], "score": float(v)} for j, v in enumerate(r)), key=lambda x: -x["score"])
-            for r in logits
-        ]
+    state = request.app.state
+    if state.ready and state.kind == "reranker":
+        model = state.reranker
     else:
-        preds = await asyncio.to_thread(model.predict, texts)
-        rows = [[{"label": label, "score": score} for label, score in p] for p in preds]
-    return rows[0] if isinstance(body.inputs, str) else rows
+        model = model_of(request, "classifier", "predict")
+    _no_left(body.truncation_direction)
+    seqs, batch = _predict_inputs(body.inputs)
+    check_count(request, len(seqs))
+    if state.kind == "reranker" and any(isinstance(s, str) for s in seqs):
+        raise WrongModelError("the loaded model is a reranker; it scores pairs [string, string], not single texts")
+    logits = await run_engine(request, len(seqs), _logits_of, model, seqs, truncate_of(request, body.truncate))
+    if body.raw_scores:
+        scores = logits.astype(np.float64)
+    elif logits.shape[1] == 1:
+        scores = _sigmoid(logits)
+    else:
+        scores = _softmax(logits)
+    labels = state.labels
+    rows = [
+        sorted(({"label": labels[j], "score": float(v)} for j, v in enumerate(r)), key=lambda x: -x["score"])
+        for r in scores
+    ]
+    return json_response(rows if batch else rows[0])
