@@ -4,6 +4,7 @@ rerank, one admission queue for every engine call, and TEI's launcher flags."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,12 @@ def client(model_dir):
     app = create_app(Settings(model_path=str(model_dir), max_inputs=64, max_body_bytes=64 * 1024))
     with TestClient(app) as c:
         yield c
+
+
+def _tiny(name: str):
+    import pathlib
+
+    return pathlib.Path(__file__).resolve().parents[2] / "tests/data/models" / name
 
 
 # --- 1. error bodies and statuses --------------------------------------------------
@@ -222,3 +229,186 @@ def test_embed_dimensions_and_normalize(client, embedder):
     assert v.shape == (32,) and abs(np.linalg.norm(v) - 1) < 1e-5
     full = embedder.encode(["a cat"])[0]
     np.testing.assert_allclose(v, full[:32] / np.linalg.norm(full[:32]), atol=1e-5)
+
+
+# --- 3. /predict pairs and batches, /rerank raw scores ----------------------------
+
+
+def _softmax(x):
+    e = np.exp(np.asarray(x, dtype=np.float64) - np.max(x))
+    return e / e.sum()
+
+
+def test_predict_takes_a_text_a_pair_and_a_batch_as_tei_does(tiny_dir):
+    g = json.loads((tiny_dir / "classifier/golden.json").read_text())
+    model = rinfer.Classifier.load(tiny_dir / "classifier")
+    a, b = g["texts"][1], g["texts"][6]
+    pair = model.pair_logits([(a, b)])[0]
+    singles = model.logits([a, b])
+    assert np.abs(pair - singles[0]).max() > 1e-3  # a pair is not its first text
+    labels = g["labels"]
+
+    def as_dict(row):
+        return {x["label"]: x["score"] for x in row}
+
+    with TestClient(create_app(Settings(model_path=str(tiny_dir / "classifier")))) as c:
+        r = c.post("/predict", json={"inputs": [a, b], "raw_scores": True})  # one pair
+        assert r.status_code == 200, r.text
+        row = r.json()
+        assert isinstance(row[0], dict) and [x["score"] for x in row] == sorted((x["score"] for x in row), reverse=True)
+        assert as_dict(row) == {lab: float(v) for lab, v in zip(labels, pair)}  # exact logits
+        r = c.post("/predict", json={"inputs": [a]})  # one text, as TEI: a list of one string
+        got = as_dict(r.json())
+        for lab, p in zip(labels, _softmax(singles[0])):
+            assert abs(got[lab] - p) < 1e-6
+        r = c.post("/predict", json={"inputs": [[a], [a, b], [b]], "raw_scores": True})  # a batch
+        rows = r.json()
+        assert len(rows) == 3 and all(isinstance(x, list) for x in rows)
+        assert as_dict(rows[0]) == {lab: float(v) for lab, v in zip(labels, singles[0])}
+        assert as_dict(rows[1]) == {lab: float(v) for lab, v in zip(labels, pair)}
+        assert as_dict(rows[2]) == {lab: float(v) for lab, v in zip(labels, singles[1])}
+        r = c.post("/predict", json={"inputs": [[a, b, a]]})
+        assert r.status_code == 422 and r.json()["error_type"] == "Validation"
+        assert c.post("/predict", json={"inputs": []}).json()["error_type"] == "Empty"
+        r = c.post("/predict", json={"inputs": "word " * 100, "truncate": False})
+        assert r.status_code == 422 and r.json()["error_type"] == "Validation"
+        assert c.post("/predict", json={"inputs": "word " * 100}).status_code == 200  # auto-truncate
+
+
+def test_rerank_raw_scores_are_the_logits_and_scores_their_sigmoid(tiny_dir):
+    g = json.loads((tiny_dir / "reranker/golden.json").read_text())
+    model = rinfer.Reranker.load(tiny_dir / "reranker")
+    logits = np.asarray(model.pair_logits([(g["query"], t) for t in g["texts"]])).reshape(len(g["texts"]))
+    with TestClient(create_app(Settings(model_path=str(tiny_dir / "reranker")))) as c:
+        raw = c.post("/rerank", json={"query": g["query"], "texts": g["texts"], "raw_scores": True}).json()
+        assert [x["index"] for x in raw] == sorted(range(len(logits)), key=lambda i: -logits[i])
+        assert all(x["score"] == float(logits[x["index"]]) for x in raw)  # exact, not via a sigmoid
+        assert all("text" not in x for x in raw)
+        r = c.post("/rerank", json={"query": g["query"], "texts": g["texts"], "return_text": True})
+        for x in r.json():
+            assert abs(x["score"] - 1 / (1 + np.exp(-float(logits[x["index"]])))) < 1e-6
+            assert x["text"] == g["texts"][x["index"]]
+        r = c.post("/rerank", json={"query": g["query"], "texts": []})
+        assert r.status_code == 400 and r.json() == {"error": "`texts` cannot be empty", "error_type": "Empty"}
+        r = c.post("/rerank", json={"query": "q", "texts": ["word " * 100], "truncate": False})
+        assert r.status_code == 422 and r.json()["error_type"] == "Validation"
+        assert c.post("/rerank", json={"query": "q", "texts": ["word " * 100]}).status_code == 200
+        # a cross-encoder on /predict scores pairs
+        r = c.post("/predict", json={"inputs": [g["query"], g["texts"][0]], "raw_scores": True})
+        assert r.status_code == 200 and r.json()[0]["score"] == float(logits[0])
+
+
+# --- 4. OpenAI names, /v1/models/{id}, Cohere/Jina /v1/rerank -----------------------
+
+
+def test_served_model_name_is_reported_never_the_requests(model_dir, tmp_path):
+    with TestClient(create_app(Settings(model_path=str(model_dir), served_model_name="my-embedder"))) as c:
+        r = c.post("/v1/embeddings", json={"input": "x", "model": "text-embedding-3-small"})
+        assert r.json()["model"] == "my-embedder"
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["my-embedder"]
+        assert c.get("/v1/models/my-embedder").json()["id"] == "my-embedder"
+        assert c.get("/info").json()["model_id"] == "my-embedder"
+    import shutil
+
+    from rinfer.server.app import served_name
+
+    snap = tmp_path / "hub/models--acme--tiny-embedder/snapshots/0123abcd"
+    shutil.copytree(_tiny("gelu-mean"), snap)
+    assert served_name(Settings(model_path=str(snap))) == "acme/tiny-embedder"  # a Hugging Face cache snapshot
+    with TestClient(create_app(Settings(model_path=str(_tiny("gelu-mean"))))) as c:
+        assert c.post("/v1/embeddings", json={"input": "x"}).json()["model"] == "gelu-mean"
+        assert c.get("/v1/models/gelu-mean").status_code == 200
+
+
+def test_cohere_style_rerank(tiny_dir):
+    g = json.loads((tiny_dir / "reranker/golden.json").read_text())
+    model = rinfer.Reranker.load(tiny_dir / "reranker")
+    logits = np.asarray(model.pair_logits([(g["query"], t) for t in g["texts"]])).reshape(len(g["texts"]))
+    best = sorted(range(len(logits)), key=lambda i: -logits[i])
+    docs = [g["texts"][0], *({"text": t} for t in g["texts"][1:])]
+    with TestClient(create_app(Settings(model_path=str(tiny_dir / "reranker")))) as c:
+        r = c.post("/v1/rerank", json={"query": g["query"], "documents": docs, "top_n": 3, "return_documents": True})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["id"] and body["meta"] and body["model"] == "reranker"
+        assert [x["index"] for x in body["results"]] == best[:3]
+        for x in body["results"]:
+            assert abs(x["relevance_score"] - 1 / (1 + np.exp(-float(logits[x["index"]])))) < 1e-6
+            assert x["document"] == {"text": g["texts"][x["index"]]}
+        r = c.post("/v1/rerank", json={"query": g["query"], "documents": g["texts"], "model": "rerank-v3.5"})
+        assert len(r.json()["results"]) == len(g["texts"]) and "document" not in r.json()["results"][0]
+        r = c.post("/v1/rerank", json={"query": "q", "documents": ["a"], "rank_by": "x"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "rank_by"
+
+
+# --- 5. one admission control for every engine call ---------------------------------
+
+
+def test_engine_calls_outside_the_batcher_are_dropped_unrun_past_their_deadline(tiny_dir):
+    with TestClient(create_app(Settings(model_path=str(tiny_dir / "reranker")))) as c:
+        admission = c.app.state.admission
+        gate = threading.Event()
+        admission.executor.submit(gate.wait, 10)  # the engine thread is busy
+        try:
+            r = c.post("/rerank", json={"query": "q", "texts": ["a"]}, headers={"X-Request-Timeout": "0.2"})
+            assert r.status_code == 503 and r.json()["error_type"] == "Overloaded", r.text
+            r = c.post("/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"X-Request-Timeout": "0.2"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "deadline_exceeded"
+        finally:
+            gate.set()
+        assert c.post("/rerank", json={"query": "q", "texts": ["a"]}).status_code == 200
+        assert admission.dropped == 2 and admission.runs == 1 and admission.queued == 0
+        text = c.get("/metrics").text
+        assert "rinfer_expired_requests_total 2.0" in text and "rinfer_dropped_total 2.0" in text
+
+
+class _Leaving:
+    """A request whose client disconnects after `after_s`."""
+
+    def __init__(self, app, after_s: float) -> None:
+        self.app, self.headers, self._after = app, {}, after_s
+
+    async def receive(self) -> dict:
+        await asyncio.sleep(self._after)
+        return {"type": "http.disconnect"}
+
+
+def test_engine_calls_of_clients_that_left_are_dropped_unrun(tiny_dir):
+    from fastapi import HTTPException
+    from rinfer.server.service import Admission, run_engine
+
+    app = create_app(Settings(model_path=str(tiny_dir / "reranker")))
+    ran = []
+
+    async def main():
+        app.state.admission = admission = Admission(8)
+        gate = threading.Event()
+        admission.executor.submit(gate.wait, 10)
+        try:
+            with pytest.raises(HTTPException) as e:
+                await run_engine(_Leaving(app, 0.05), 1, ran.append, "work")
+            assert e.value.status_code == 499
+        finally:
+            gate.set()
+        await asyncio.sleep(0.05)
+        return admission.stats()
+
+    stats = asyncio.run(main())
+    assert ran == [] and stats["dropped"] == 1 and stats["queued"] == 0
+
+
+def test_token_id_inputs_and_jobs_go_through_the_admission_queue(model_dir, golden):
+    with TestClient(create_app(Settings(model_path=str(model_dir)))) as c:
+        admission = c.app.state.admission
+        r = c.post("/v1/embeddings", json={"input": golden["ids"][:2]})
+        assert r.status_code == 200 and admission.runs == 1
+        r = c.post("/v1/jobs", json={"inputs": ["a", "b", "c"]})
+        job = r.json()["id"]
+        for _ in range(200):
+            if c.get(f"/v1/jobs/{job}").json()["status"] == "succeeded":
+                break
+            threading.Event().wait(0.01)
+        assert c.get(f"/v1/jobs/{job}").json()["status"] == "succeeded" and admission.runs == 2
+        admission.max_queue = 0
+        r = c.post("/v1/embeddings", json={"input": golden["ids"][:1]})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
