@@ -17,6 +17,11 @@ def _serve(args: argparse.Namespace) -> int:
     from rinfer.server import Settings, create_app
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    if overrides.get("model_path"):
+        from rinfer.compat import resolve_model
+
+        # a folder, or a Hugging Face id found in the local cache (TEI's --model-id)
+        overrides["model_path"] = str(resolve_model(overrides["model_path"]))
     settings = Settings(**overrides)
     app = create_app(settings)
     # uvloop and httptools when installed (the server extra pins them), else asyncio and h11.
@@ -159,12 +164,24 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_DTYPES = {"f32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16", "int8": "int8"}
+
+
+def _dtype(value: str) -> str:
+    """rinfer's dtypes and TEI's names for them (float32, bfloat16)."""
+    if value in _DTYPES:
+        return _DTYPES[value]
+    hint = " (rinfer has no float16 path; use bfloat16 or float32)" if value in ("float16", "f16") else ""
+    raise argparse.ArgumentTypeError(f"invalid dtype {value!r}: choose f32/float32, bf16/bfloat16 or int8{hint}")
+
+
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
-        choices=["f32", "bf16", "int8"],
+        type=_dtype,
+        metavar="{f32,bf16,int8}",
         help="precision of the matrix products: f32 (exact, default), bf16 or int8 (faster; the "
-        "loss is measured at load and reported)",
+        "loss is measured at load and reported); TEI's float32 and bfloat16 are accepted",
     )
     p.add_argument(
         "--quality-floor",
@@ -188,8 +205,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("rinfer")
+    except Exception:  # noqa: BLE001 - not installed as a distribution: ask the extension
+        import rinfer
+
+        return rinfer.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rinfer", description="rinfer: an embedded transformer inference engine")
+    p.add_argument("--version", action="version", version=f"rinfer {_version()}", help="print the version and exit")
     p.add_argument("--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING, ERROR (default INFO)")
     p.add_argument(
         "--log-format",
@@ -199,20 +228,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="serve a model over HTTP (OpenAI- and TEI-compatible)")
-    s.add_argument("--model", dest="model_path", help="model folder (default: rinfer.default_model_path())")
-    s.add_argument("--model-name", help="name reported by the API (default all-MiniLM-L6-v2)")
-    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    s = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP (OpenAI- and TEI-compatible; TEI's launcher flags are accepted too)",
+    )
+    s.add_argument(
+        "--model",
+        "--model-id",
+        dest="model_path",
+        help="model folder, or a Hugging Face id in the local cache (default: rinfer.default_model_path())",
+    )
+    s.add_argument(
+        "--served-model-name",
+        "--model-name",
+        dest="served_model_name",
+        help="name reported by /v1/models, /info and responses (default: the model folder's name)",
+    )
+    s.add_argument("--host", "--hostname", dest="host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port to listen on (default 8000)")
     s.add_argument("--threads", type=int, help="compute threads (default: the CPUs this process may use)")
     _add_precision_args(s)
+    s.add_argument(
+        "--auto-truncate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="truncate over-long inputs when a request does not say (default on)",
+    )
+    s.add_argument(
+        "--pooling",
+        help="TEI's pooling flag: accepted when it names the folder's pooling (cls, mean, max, splade, "
+        "last-token), else the server refuses to start",
+    )
+    s.add_argument(
+        "--default-prompt-name",
+        help="prompt of the model's config used when a request names none (default: no prompt)",
+    )
+    s.add_argument("--json-output", action="store_true", help="log lines as JSON objects (as --log-format json)")
     s.add_argument("--max-batch-tokens", type=int, help="tokens per engine batch (default 16384)")
     s.add_argument(
         "--max-wait-ms", type=float, help="longest wait for a batch to fill, ms (default 0: continuous batching)"
     )
-    s.add_argument("--max-queue", type=int, help="requests that may wait before 503 (default 1024)")
-    s.add_argument("--max-inputs", type=int, help="inputs per request before 413 (default 2048)")
-    s.add_argument("--max-body-bytes", type=int, help="request body limit before 413 (default 8 MiB)")
+    s.add_argument("--max-queue", type=int, help="requests that may wait before 429 (default 1024)")
+    s.add_argument(
+        "--max-inputs",
+        "--max-client-batch-size",
+        dest="max_inputs",
+        type=int,
+        help="inputs per request before 413 (default 2048)",
+    )
+    s.add_argument(
+        "--max-body-bytes",
+        "--payload-limit",
+        dest="max_body_bytes",
+        type=int,
+        help="request body limit in bytes before 413 (default 8 MiB)",
+    )
     s.add_argument("--request-timeout-s", type=float, help="deadline per request, s (default 30)")
     s.add_argument("--job-store-url", help="background job store (default sqlite:///rinfer-jobs.db)")
     s.add_argument("--max-job-inputs", type=int, help="texts per background job (default 100000)")
@@ -253,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    if args.log_format == "json":
+    if args.log_format == "json" or getattr(args, "json_output", False):
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

@@ -412,3 +412,78 @@ def test_token_id_inputs_and_jobs_go_through_the_admission_queue(model_dir, gold
         admission.max_queue = 0
         r = c.post("/v1/embeddings", json={"input": golden["ids"][:1]})
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+# --- 6. TEI's launcher flags ---------------------------------------------------------
+
+
+def test_tei_launcher_flags_are_accepted(monkeypatch, model_dir):
+    from rinfer import cli
+
+    seen = {}
+
+    def fake_run(app, **kw):
+        seen["settings"], seen["kw"] = app.state.settings, kw
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    argv = [
+        "serve",
+        "--model-id",
+        str(model_dir),
+        "--hostname",
+        "0.0.0.0",
+        "--port",
+        "3000",
+        "--max-client-batch-size",
+        "16",
+        "--max-batch-tokens",
+        "4096",
+        "--no-auto-truncate",
+        "--pooling",
+        "mean",
+        "--dtype",
+        "float32",
+        "--served-model-name",
+        "minilm",
+        "--payload-limit",
+        "2000000",
+        "--api-key",
+        "k",
+        "--json-output",
+        "--default-prompt-name",
+        "query",
+    ]
+    assert cli.main(argv) == 0
+    s = seen["settings"]
+    assert (s.model_path, s.host, s.port, s.max_inputs, s.max_batch_tokens) == (
+        str(model_dir),
+        "0.0.0.0",
+        3000,
+        16,
+        4096,
+    )
+    assert (s.auto_truncate, s.pooling, s.dtype, s.served_model_name) == (False, "mean", "f32", "minilm")
+    assert (s.max_body_bytes, s.api_key, s.default_prompt_name) == (2000000, "k", "query")
+    assert seen["kw"]["host"] == "0.0.0.0" and seen["kw"]["port"] == 3000
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["serve", "--dtype", "float16"])
+    monkeypatch.setenv("RINFER_CORS_ORIGINS", "http://a.example, http://b.example")
+    assert Settings().cors_origins == ["http://a.example", "http://b.example"]
+
+
+def test_version_flag(capsys):
+    from rinfer import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rinfer {rinfer.__version__}"
+
+
+def test_pooling_flag_must_agree_with_the_folder(model_dir):
+    app = create_app(Settings(model_path=str(model_dir), pooling="cls"))
+    with pytest.raises(RuntimeError, match="--pooling cls disagrees with the model folder .* mean"), TestClient(app):
+        pass
+    with TestClient(create_app(Settings(model_path=str(model_dir), pooling="mean"))) as c:
+        assert c.get("/info").json()["pooling"] == ["mean"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -54,4 +55,17 @@ class Settings(BaseSettings):
     job_store_url: str = Field("sqlite:///rinfer-jobs.db", description="where background jobs are stored")
     max_job_inputs: int = Field(100_000, ge=1, description="texts per background job")
     access_log: bool = Field(False, description="one log line per request (costs time on every request)")
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS, comma-separated in the environment; none by default"
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        """`RINFER_CORS_ORIGINS=a,b` (or a JSON list) as a list."""
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
