@@ -1,0 +1,81 @@
+"""The official `openai` client against a real `rinfer serve` on loopback: embeddings,
+an error in OpenAI's shape, and 429 on overload (refused without retries, retried to
+success by the client's own back-off)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "rinfer", "serve", "--model", str(model_dir), "--port", str(port)]
+    cmd += ["--served-model-name", "minilm", "--max-queue", "1", "--max-wait-ms", "1500"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"rinfer serve exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("rinfer serve did not become ready")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_openai_client_embeddings_and_errors(server, golden):
+    oc = openai.OpenAI(api_key="unused", base_url=f"{server}/v1", max_retries=0)
+    resp = oc.embeddings.create(model="text-embedding-3-small", input=golden["texts"][:3])
+    assert resp.model == "minilm"  # the served name, not the request's
+    got = np.array([d.embedding for d in resp.data], dtype=np.float32)
+    np.testing.assert_allclose(got, golden["vectors"][:3], atol=1e-4)
+    assert [m.id for m in oc.models.list()] == ["minilm"] and oc.models.retrieve("minilm").id == "minilm"
+    with pytest.raises(openai.NotFoundError) as e:
+        oc.models.retrieve("gpt-4")
+    assert e.value.code == "model_not_found" and e.value.param == "model"
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        oc.embeddings.create(model="minilm", input="x", extra_body={"temperature": 0})
+    assert e.value.type == "invalid_request_error" and e.value.param == "temperature"
+    assert e.value.request_id  # X-Request-ID
+
+
+def test_openai_client_gets_429_when_overloaded_and_retries_to_success(server):
+    """The queue holds one request, which waits 1.5 s for company: a second request
+    meanwhile is refused with 429; the client's own retries (Retry-After) succeed."""
+    first = threading.Thread(target=lambda: httpx.post(f"{server}/embed", json={"inputs": "first"}, timeout=30))
+    first.start()
+    time.sleep(0.3)
+    try:
+        quick = openai.OpenAI(api_key="unused", base_url=f"{server}/v1", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as e:
+            quick.embeddings.create(model="minilm", input="second")
+        assert e.value.code == "rate_limit_exceeded" and e.value.response.headers["retry-after"] == "1"
+        patient = openai.OpenAI(api_key="unused", base_url=f"{server}/v1", max_retries=5)
+        assert len(patient.embeddings.create(model="minilm", input="third").data) == 1
+    finally:
+        first.join()
