@@ -128,7 +128,7 @@ def test_server_serves_sparse_models_on_embed_sparse():
         for row, want in zip(r.json(), g["sparse"][:3]):
             assert [x["index"] for x in row] == want["indices"]
             assert max(abs(x["value"] - v) for x, v in zip(row, want["values"])) <= 1e-4
-        assert c.post("/embed", json={"inputs": "x"}).status_code == 400
+        assert c.post("/embed", json={"inputs": "x"}).status_code == 424
     with TestClient(create_app(Settings(model_path=str(FAMILIES / "xlmr-mean")))) as c:
         r = c.post("/embed_sparse", json={"inputs": "x"})
-        assert r.status_code == 400 and "sparse" in r.text
+        assert r.status_code == 424 and "sparse" in r.text
