@@ -1,7 +1,7 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
 
-.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families fmt python
+.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders fmt python
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -72,3 +72,7 @@ bench-server: model python
 ## make bench-families: base-size XLM-RoBERTa, MPNet, ModernBERT shapes vs PyTorch and ONNX Runtime.
 bench-families:
 	./benches/peers/family_peers.sh
+
+## make bench-decoders: a Qwen3-Embedding-0.6B-shaped decoder (f32, bf16, int8) vs PyTorch.
+bench-decoders:
+	./benches/peers/decoder_peers.sh

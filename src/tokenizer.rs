@@ -162,6 +162,16 @@ impl Tokenizer {
             .collect()
     }
 
+    /// Token ids of texts as they are: no special tokens added, no length limit
+    /// (for text a chat template already laid out).
+    pub fn encode_plain<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        let inputs: Vec<EncodeInput> = texts.iter().map(|t| t.as_ref().into()).collect();
+        let encodings =
+            crate::kernels::threads::install(|| self.whole.encode_batch_fast(inputs, false))
+                .map_err(tok_err)?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
     /// Tokenizes (first, second) pairs, as cross-encoders read them.
     pub fn encode_pairs(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Encoded> {
         let inputs: Vec<EncodeInput> = pairs.iter().map(|&(a, b)| (a, b).into()).collect();

@@ -11,6 +11,7 @@ use crate::models::{ClassifierHead, Model, ModelConfig};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::weights::Weights;
 
+use super::chat::{ChatTemplate, Message};
 use super::folder::{Folder, LoadOptions, ModelInfo};
 
 /// How logits come out of the hidden states.
@@ -27,6 +28,75 @@ struct Head {
     folder: Folder,
     scorer: Scorer,
     labels: Vec<String>,
+    /// Pairs laid out by the folder's chat template (causal-LM rerankers with
+    /// one), with the template's closing tokens kept through truncation.
+    chat: Option<PairChat>,
+}
+
+/// A chat template that lays out (query, document) pairs as sentence-transformers
+/// does for a causal-LM CrossEncoder: messages with roles `query` and `document`.
+struct PairChat {
+    template: ChatTemplate,
+    /// Tokens every rendering ends with (after the document), restored after
+    /// truncation as sentence-transformers' `restore_suffix` does.
+    suffix: Vec<u32>,
+}
+
+impl PairChat {
+    fn new(template: ChatTemplate, tok: &Tokenizer) -> Result<Self> {
+        let render = |doc: &str| -> Result<Vec<u32>> {
+            let text = template.render(
+                &[Message::new("query", "q"), Message::new("document", doc)],
+                false,
+            )?;
+            Ok(tok.encode_plain(&[text])?.remove(0))
+        };
+        let (a, b) = (render("alpha")?, render("omega")?);
+        let common = a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count();
+        let suffix = a[a.len() - common..].to_vec();
+        Ok(Self { template, suffix })
+    }
+
+    /// Token ids of the pairs, each cut to `max_len` (keeping the suffix) with
+    /// `truncate`, else refused past it.
+    fn encode(&self, tok: &Tokenizer, pairs: &[(&str, &str)], truncate: bool) -> Result<Encoded> {
+        let texts = pairs
+            .iter()
+            .map(|&(q, d)| {
+                self.template.render(
+                    &[Message::new("query", q), Message::new("document", d)],
+                    false,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let max = tok.max_len();
+        let mut enc = Encoded {
+            offsets: vec![0],
+            ..Default::default()
+        };
+        for (index, mut ids) in tok.encode_plain(&texts)?.into_iter().enumerate() {
+            if ids.len() > max {
+                if !truncate || self.suffix.len() >= max {
+                    return Err(Error::InputTooLong {
+                        index,
+                        tokens: ids.len(),
+                        max,
+                    });
+                }
+                ids.truncate(max - self.suffix.len());
+                ids.extend_from_slice(&self.suffix);
+            }
+            enc.ids.extend_from_slice(&ids);
+            enc.offsets.push(enc.ids.len());
+        }
+        enc.type_ids = vec![0; enc.ids.len()];
+        Ok(enc)
+    }
 }
 
 impl Head {
@@ -53,11 +123,25 @@ impl Head {
             .map(|l| l.to_vec())
             .filter(|l| l.len() == n)
             .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect());
+        let chat = match (&scorer, ChatTemplate::from_dir(dir)?) {
+            (Scorer::Tokens(_), Some(t)) => Some(PairChat::new(t, &folder.tokenizer)?),
+            _ => None,
+        };
         Ok(Self {
             folder,
             scorer,
             labels,
+            chat,
         })
+    }
+
+    /// Token ids of pairs: through the chat template where the model reads its
+    /// pairs that way, else the tokenizer's pair encoding.
+    fn encode_pairs(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Encoded> {
+        match &self.chat {
+            Some(chat) => chat.encode(&self.folder.tokenizer, pairs, truncate),
+            None => self.folder.tokenizer.encode_pairs(pairs, truncate),
+        }
     }
 
     fn logits(&self, enc: &Encoded) -> Result<Vec<f32>> {
@@ -142,7 +226,7 @@ impl Classifier {
     /// Raw logits of (first, second) text pairs (NLI-style cross-encoders),
     /// `[pairs x labels]`, with the family's pair template.
     pub fn pair_logits(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Array2<f32>> {
-        let enc = self.head.folder.tokenizer.encode_pairs(pairs, truncate)?;
+        let enc = self.head.encode_pairs(pairs, truncate)?;
         let out = self.head.logits(&enc)?;
         Ok(
             Array2::from_shape_vec((pairs.len(), self.head.labels.len()), out)
@@ -215,6 +299,11 @@ impl Reranker {
         self.head.folder.info(1)
     }
 
+    /// The model under the head.
+    pub fn model(&self) -> &Model {
+        &self.head.folder.model
+    }
+
     /// The tokenizer (pairs are built with the family's template).
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.head.folder.tokenizer
@@ -228,7 +317,7 @@ impl Reranker {
 
     /// Raw logits of arbitrary (query, passage) pairs.
     pub fn pair_logits(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Vec<f32>> {
-        let enc = self.head.folder.tokenizer.encode_pairs(pairs, truncate)?;
+        let enc = self.head.encode_pairs(pairs, truncate)?;
         self.head.logits(&enc)
     }
 

@@ -3,6 +3,7 @@
 //! from a Hugging Face / sentence-transformers model folder of any supported family
 //! (`config.json`'s `model_type` decides; see [`crate::models::config`]).
 
+pub mod chat;
 mod embedder;
 mod folder;
 mod heads;

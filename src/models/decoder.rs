@@ -64,8 +64,9 @@ pub struct DecoderConfig {
     pub rotary: Rotary,
     /// RoPE of sliding-window layers, where it differs (Gemma 3's local base).
     pub local_rotary: Option<Rotary>,
-    /// `sliding_window` of the config: a sliding layer's query at `i` sees keys `j`
-    /// with `|i - j| < sliding_window` (and `j <= i` when causal).
+    /// `sliding_window` of the config: a causal sliding layer's query at `i` sees
+    /// keys `j` with `0 <= i - j < sliding_window`; a bidirectional one (EmbeddingGemma:
+    /// transformers turns the window into `w / 2 + 1`) keys with `|i - j| <= w / 2`.
     pub sliding_window: Option<usize>,
     /// Which layers are sliding-window layers.
     pub sliding_layers: Vec<bool>,
@@ -87,12 +88,14 @@ pub struct DecoderConfig {
 }
 
 impl DecoderConfig {
-    /// Longest sequence the model takes (dynamic RoPE scaling stretches it by its
-    /// factor).
+    /// Longest sequence the model takes. Dynamic RoPE scaling exists to run past
+    /// `max_position_embeddings` (its frequencies follow the length), and
+    /// transformers sets no bound; rinfer takes up to four times the scaled length
+    /// (`4 x factor x max_position_embeddings`) so inputs stay bounded.
     pub fn max_tokens(&self) -> usize {
         match self.rotary.scaling {
             RopeScaling::Dynamic { factor, .. } if factor > 1.0 => {
-                (self.max_position_embeddings as f32 * factor) as usize
+                (4.0 * self.max_position_embeddings as f32 * factor) as usize
             }
             _ => self.max_position_embeddings,
         }
@@ -161,6 +164,7 @@ impl DecoderConfig {
             scale: self.query_scale,
             causal: !self.bidirectional,
             window: match self.sliding_window {
+                Some(w) if self.sliding_layers[i] && self.bidirectional => Some(w / 2),
                 Some(w) if self.sliding_layers[i] => Some(w.saturating_sub(1)),
                 _ => None,
             },

@@ -88,6 +88,11 @@ impl Common {
         default_tie: bool,
         default_theta: f64,
     ) -> Result<DecoderConfig, String> {
+        if self.use_bidirectional_attention == Some(true) && model_type != "gemma3_text" {
+            return Err(format!(
+                "`use_bidirectional_attention: true` is not part of transformers' {model_type}"
+            ));
+        }
         if self.attn_logit_softcapping.is_some() {
             return Err("`attn_logit_softcapping` is not supported".into());
         }
