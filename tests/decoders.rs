@@ -282,9 +282,12 @@ fn edited(name: &str, edit: impl Fn(&mut Value)) -> tempfile::TempDir {
     tmp
 }
 
+/// A golden folder, an edit of its config, and what the refusal must name.
+type Refusal = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
+
 #[test]
 fn configs_rinfer_cannot_run_exactly_are_refused() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "qwen3",
             Box::new(|v| {
