@@ -106,7 +106,8 @@ def torch_runner(model, ids):
 
 def rinfer_times(binary: str, d: pathlib.Path, spec: pathlib.Path, dtype: str, threads: int, vec_out: pathlib.Path):
     env = dict(os.environ, RINFER_NUM_THREADS=str(threads))
-    res = subprocess.run([binary, str(d), str(spec), "2", dtype, str(vec_out)], env=env, capture_output=True, text=True)
+    cmd = [binary, str(d), str(spec), "2", dtype, str(vec_out)]
+    res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         print(f"  rinfer {dtype}: not run ({res.stderr.strip()[:200]})")
         return None
