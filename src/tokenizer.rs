@@ -116,6 +116,11 @@ impl Tokenizer {
         self.whole.get_vocab_size(true)
     }
 
+    /// The model vocabulary's size, without added tokens.
+    pub fn base_vocab_size(&self) -> usize {
+        self.whole.get_vocab_size(false)
+    }
+
     /// Tokenizes texts. With `truncate` false, an input over the limit is an
     /// [`Error::InputTooLong`] naming it.
     pub fn encode<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Encoded> {

@@ -320,10 +320,31 @@ fn configs_rinfer_cannot_run_exactly_are_refused() {
             Box::new(|v| v["num_key_value_heads"] = serde_json::json!(3)),
             "num_key_value_heads",
         ),
+        (
+            "llama3",
+            Box::new(|v| v["partial_rotary_factor"] = serde_json::json!(0.5)),
+            "partial_rotary_factor",
+        ),
     ];
     for (name, edit, needle) in cases {
         let dir = edited(name, edit);
         let err = Embedder::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains(needle), "{name}: `{needle}` not in: {err}");
     }
+}
+
+#[test]
+fn long_reranker_pairs_are_truncated_keeping_the_template_end() {
+    let dir = data().join("qwen3_reranker");
+    let model = Reranker::load(&dir).unwrap();
+    let long = "the capital city of a large country ".repeat(200);
+    let pairs = [("What is the capital of China?", long.as_str())];
+    let err = model.pair_logits(&pairs, false).unwrap_err();
+    assert!(matches!(err, rinfer::Error::InputTooLong { .. }), "{err}");
+    let got = model.pair_logits(&pairs, true).unwrap();
+    assert!(got[0].is_finite());
+    // Cut to the limit (the template's closing tokens restored after the cut), the
+    // pair is scored; the limit is short enough for the document to be cut.
+    let max = model.tokenizer().max_len();
+    assert!(max < 400, "the test needs a short limit, got {max}");
 }

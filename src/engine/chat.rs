@@ -96,7 +96,17 @@ impl ChatTemplate {
         let mut specials = serde_json::Map::new();
         if let Value::Object(o) = &tok_cfg {
             for (k, v) in o {
-                if k.ends_with("_token") {
+                // The special tokens transformers hands templates.
+                const NAMES: [&str; 7] = [
+                    "bos_token",
+                    "eos_token",
+                    "unk_token",
+                    "sep_token",
+                    "pad_token",
+                    "cls_token",
+                    "mask_token",
+                ];
+                if NAMES.contains(&k.as_str()) {
                     if let Some(t) = token_text(v) {
                         specials.insert(k.clone(), Value::String(t));
                     }

@@ -93,12 +93,18 @@ impl Folder {
         let max_len = Self::max_len(dir, &cfg)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path, max_len)?;
-        if tokenizer.vocab_size() > cfg.vocab_size() {
+        // Decoder tokenizers may add tokens past the embedding table (Gemma 3's
+        // `<image_soft_token>`); ids out of range are refused at run time.
+        let tokens = match &cfg {
+            ModelConfig::Encoder(_) => tokenizer.vocab_size(),
+            ModelConfig::Decoder(_) => tokenizer.base_vocab_size(),
+        };
+        if tokens > cfg.vocab_size() {
             return Err(Error::Config {
                 path: tok_path,
                 reason: format!(
                     "the tokenizer has {} tokens but config.json's vocab_size is {}: they belong to different models",
-                    tokenizer.vocab_size(),
+                    tokens,
                     cfg.vocab_size()
                 ),
             });

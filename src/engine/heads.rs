@@ -43,22 +43,36 @@ struct PairChat {
 }
 
 impl PairChat {
+    /// Reads the template's closing tokens as sentence-transformers does: render
+    /// with two different fillers in every message, keep their common token tail.
+    /// A template that ignores the query or the document is refused.
     fn new(template: ChatTemplate, tok: &Tokenizer) -> Result<Self> {
-        let render = |doc: &str| -> Result<Vec<u32>> {
+        let render = |q: &str, d: &str| -> Result<Vec<u32>> {
             let text = template.render(
-                &[Message::new("query", "q"), Message::new("document", doc)],
+                &[Message::new("query", q), Message::new("document", d)],
                 false,
             )?;
             Ok(tok.encode_plain(&[text])?.remove(0))
         };
-        let (a, b) = (render("alpha")?, render("omega")?);
+        let (a, b) = (render("0", "0")?, render("1 2 3 4", "1 2 3 4")?);
+        if render("0", "1 2 3 4")? == a || render("1 2 3 4", "0")? == a {
+            return Err(Error::Unsupported(
+                "the chat template drops the query or the document message; it cannot lay out \
+                 (query, document) pairs"
+                    .into(),
+            ));
+        }
         let common = a
             .iter()
             .rev()
             .zip(b.iter().rev())
             .take_while(|(x, y)| x == y)
             .count();
-        let suffix = a[a.len() - common..].to_vec();
+        let suffix = if common < a.len().min(b.len()) {
+            a[a.len() - common..].to_vec()
+        } else {
+            Vec::new()
+        };
         Ok(Self { template, suffix })
     }
 
@@ -80,6 +94,11 @@ impl PairChat {
             ..Default::default()
         };
         for (index, mut ids) in tok.encode_plain(&texts)?.into_iter().enumerate() {
+            if ids.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "pair {index}: the chat template rendered no token"
+                )));
+            }
             if ids.len() > max {
                 if !truncate || self.suffix.len() >= max {
                     return Err(Error::InputTooLong {
@@ -158,7 +177,11 @@ impl Head {
                     .collect();
                 enc.offsets
                     .windows(2)
-                    .map(|w| {
+                    .enumerate()
+                    .map(|(i, w)| {
+                        if w[1] == w[0] {
+                            return Err(Error::InvalidInput(format!("input {i} has no token")));
+                        }
                         let last = &hidden[(w[1] - 1) * h..w[1] * h];
                         let l = dec.logits(last, Some(&ids))?;
                         Ok(l[0] - l.get(1).copied().unwrap_or(0.0))

@@ -92,11 +92,18 @@ impl DecoderConfig {
     /// `max_position_embeddings` (its frequencies follow the length), and
     /// transformers sets no bound; rinfer takes up to four times the scaled length
     /// (`4 x factor x max_position_embeddings`) so inputs stay bounded.
+    /// YaRN stretches the pre-training context by its factor (Qwen2.5 keeps
+    /// `max_position_embeddings` at the original length): `factor x original`.
     pub fn max_tokens(&self) -> usize {
         match self.rotary.scaling {
             RopeScaling::Dynamic { factor, .. } if factor > 1.0 => {
                 (4.0 * self.max_position_embeddings as f32 * factor) as usize
             }
+            RopeScaling::Yarn {
+                factor, original, ..
+            } => self
+                .max_position_embeddings
+                .max((factor * original as f32) as usize),
             _ => self.max_position_embeddings,
         }
     }

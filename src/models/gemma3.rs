@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::config::parse;
 use super::decoder::DecoderConfig;
-use super::hf_decoder::{rope, Common};
+use super::hf_decoder::{rope, Common, Defaults};
 use super::qwen::refuse_auto_map;
 
 #[derive(Deserialize)]
@@ -25,9 +25,16 @@ struct Gemma3Fields {
 /// Maps a `gemma3_text` config.
 pub fn gemma3(v: &Value) -> Result<DecoderConfig, String> {
     refuse_auto_map(v)?;
-    let c = Common::read(v)?;
+    let c = Common::read(v, Some(4096))?;
     let g: Gemma3Fields = parse(v)?;
-    let mut cfg = c.base(v, "gemma3_text", "gelu_pytorch_tanh", true, 1_000_000.0)?;
+    let defaults = Defaults {
+        act: "gelu_pytorch_tanh",
+        tie: true,
+        theta: 1_000_000.0,
+        kv_heads: Some(4),
+        head_dim: Some(256),
+    };
+    let mut cfg = c.base(v, "gemma3_text", &defaults)?;
     cfg.norm_unit_offset = true;
     cfg.qk_norm = true;
     cfg.sandwich_norms = true;
@@ -54,7 +61,7 @@ pub fn gemma3(v: &Value) -> Result<DecoderConfig, String> {
             Some("sliding_attention"),
             dh,
             c.max_position_embeddings,
-            10_000.0,
+            g.rope_local_base_freq.unwrap_or(10_000.0),
         )?
     } else {
         // The hub's layout: local layers rotate with `rope_local_base_freq`, unscaled.

@@ -14,6 +14,21 @@ use super::decoder::DecoderConfig;
 use super::rotary::{RopeScaling, Rotary};
 use crate::kernels::Activation;
 
+/// What a family's transformers config class defaults, where a `config.json`
+/// leaves a field out.
+pub(crate) struct Defaults {
+    /// `hidden_act` / `hidden_activation`.
+    pub act: &'static str,
+    /// `tie_word_embeddings`.
+    pub tie: bool,
+    /// `rope_theta`.
+    pub theta: f64,
+    /// `num_key_value_heads` (none: as many as query heads).
+    pub kv_heads: Option<usize>,
+    /// `head_dim` (none: hidden / heads).
+    pub head_dim: Option<usize>,
+}
+
 /// The fields every decoder family's config has (or defaults).
 #[derive(Deserialize)]
 pub(crate) struct Common {
@@ -58,13 +73,19 @@ pub(crate) struct Common {
 }
 
 impl Common {
-    pub fn read(v: &Value) -> Result<Self, String> {
-        parse(v)
+    /// Reads the shared fields; `sliding_window` left out of the file takes
+    /// `default_window` (the family's config class default), `null` stays none.
+    pub fn read(v: &Value, default_window: Option<usize>) -> Result<Self, String> {
+        let mut c: Self = parse(v)?;
+        if v.get("sliding_window").is_none() {
+            c.sliding_window = default_window;
+        }
+        Ok(c)
     }
 
-    /// The head width (`head_dim`, else hidden / heads).
-    pub fn head_dim(&self) -> Result<usize, String> {
-        match self.head_dim {
+    /// The head width (`head_dim`, else the family's default, else hidden / heads).
+    pub fn head_dim(&self, default: Option<usize>) -> Result<usize, String> {
+        match self.head_dim.or(default) {
             Some(d) if d > 0 => Ok(d),
             _ if self.num_attention_heads > 0
                 && self.hidden_size.is_multiple_of(self.num_attention_heads) =>
@@ -80,14 +101,7 @@ impl Common {
 
     /// The description every family starts from: causal, no sliding layers, no
     /// biases unless `attention_bias`, the family's activation and defaults.
-    pub fn base(
-        &self,
-        v: &Value,
-        model_type: &str,
-        default_act: &str,
-        default_tie: bool,
-        default_theta: f64,
-    ) -> Result<DecoderConfig, String> {
+    pub fn base(&self, v: &Value, model_type: &str, d: &Defaults) -> Result<DecoderConfig, String> {
         if self.use_bidirectional_attention == Some(true) && model_type != "gemma3_text" {
             return Err(format!(
                 "`use_bidirectional_attention: true` is not part of transformers' {model_type}"
@@ -96,12 +110,12 @@ impl Common {
         if self.attn_logit_softcapping.is_some() {
             return Err("`attn_logit_softcapping` is not supported".into());
         }
-        let dh = self.head_dim()?;
+        let dh = self.head_dim(d.head_dim)?;
         let act_name = self
             .hidden_activation
             .as_deref()
             .or(self.hidden_act.as_deref())
-            .unwrap_or(default_act);
+            .unwrap_or(d.act);
         let act = match act_name {
             "silu" | "swish" => Activation::Silu,
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
@@ -112,14 +126,17 @@ impl Common {
                 ))
             }
         };
-        let rotary = rope(v, None, dh, self.max_position_embeddings, default_theta)?;
+        let rotary = rope(v, None, dh, self.max_position_embeddings, d.theta)?;
         Ok(DecoderConfig {
             model_type: model_type.to_string(),
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
             num_hidden_layers: self.num_hidden_layers,
             num_attention_heads: self.num_attention_heads,
-            num_key_value_heads: self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+            num_key_value_heads: self
+                .num_key_value_heads
+                .or(d.kv_heads)
+                .unwrap_or(self.num_attention_heads),
             head_dim: dh,
             intermediate_size: self.intermediate_size,
             act,
@@ -138,7 +155,7 @@ impl Common {
             embed_scale: None,
             query_scale: 1.0 / (dh as f32).sqrt(),
             final_logit_softcapping: self.final_logit_softcapping.map(|c| c as f32),
-            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(default_tie),
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(d.tie),
             max_position_embeddings: self.max_position_embeddings,
             labels: labels(&self.id2label),
         })
@@ -197,7 +214,11 @@ pub(crate) fn rope(
     default_theta: f64,
 ) -> Result<Rotary, String> {
     let null = Value::Null;
-    let params = v.get("rope_parameters").filter(|p| !p.is_null());
+    // transformers: `rope_scaling or rope_parameters`.
+    let params = v
+        .get("rope_parameters")
+        .filter(|p| !p.is_null())
+        .filter(|_| v.get("rope_scaling").is_none_or(Value::is_null));
     let (dict, theta) = match params {
         Some(p) => {
             let nested = p
@@ -209,9 +230,9 @@ pub(crate) fn rope(
                 (true, None) => p.get("full_attention").unwrap_or(&null),
                 (false, _) => p,
             };
-            let theta = num(d, "rope_theta")
-                .or(num(v, "rope_theta"))
-                .unwrap_or(default_theta);
+            // Local (sliding) layers fall back to the caller's base, not the global one.
+            let top = num(v, "rope_theta").filter(|_| layer_type != Some("sliding_attention"));
+            let theta = num(d, "rope_theta").or(top).unwrap_or(default_theta);
             (d, theta)
         }
         None => (
@@ -219,13 +240,20 @@ pub(crate) fn rope(
             num(v, "rope_theta").unwrap_or(default_theta),
         ),
     };
+    // transformers' Llama-family decoders rotate the whole head whatever
+    // `partial_rotary_factor` says (or fail on it): refuse anything else.
     let prf = num(dict, "partial_rotary_factor")
         .or(num(v, "partial_rotary_factor"))
         .unwrap_or(1.0);
-    let dims = (head_dim as f64 * prf) as usize;
-    if dims == 0 || !dims.is_multiple_of(2) || dims > head_dim {
+    if prf != 1.0 {
         return Err(format!(
-            "rotary dimensions {dims} (head_dim {head_dim} x partial_rotary_factor {prf}) must be even and positive"
+            "partial_rotary_factor {prf} is not supported (these decoders rotate the whole head)"
+        ));
+    }
+    let dims = head_dim;
+    if dims == 0 || !dims.is_multiple_of(2) {
+        return Err(format!(
+            "head_dim {head_dim} must be even and positive for RoPE"
         ));
     }
     if !(theta.is_finite() && theta > 1.0) {
@@ -242,9 +270,10 @@ pub(crate) fn rope(
             _ => Err(format!("rope {kind} scaling needs a positive `factor`")),
         }
     };
+    // A top-level `original_max_position_embeddings` wins (transformers, Phi-3 style).
     let original = || {
-        num(dict, "original_max_position_embeddings")
-            .or(num(v, "original_max_position_embeddings"))
+        num(v, "original_max_position_embeddings")
+            .or(num(dict, "original_max_position_embeddings"))
             .map_or(max_positions, |x| x as usize)
     };
     let scaling = match kind {

@@ -5,26 +5,44 @@
 use serde_json::Value;
 
 use super::decoder::DecoderConfig;
-use super::hf_decoder::Common;
+use super::hf_decoder::{Common, Defaults};
 use super::qwen::refuse_auto_map;
 
 /// Maps a `llama` config.
 pub fn llama(v: &Value) -> Result<DecoderConfig, String> {
     refuse_auto_map(v)?;
-    let c = Common::read(v)?;
-    let mut cfg = c.base(v, "llama", "silu", false, 10000.0)?;
-    c.sliding_layers(&mut cfg, |_| false)?;
+    let c = Common::read(v, None)?;
+    let defaults = Defaults {
+        act: "silu",
+        tie: false,
+        theta: 10000.0,
+        kv_heads: None,
+        head_dim: None,
+    };
+    let cfg = c.base(v, "llama", &defaults)?;
+    // transformers' Llama has no sliding layers, whatever `layer_types` says.
     Ok(cfg)
 }
 
 /// Maps a `mistral` config.
 pub fn mistral(v: &Value) -> Result<DecoderConfig, String> {
     refuse_auto_map(v)?;
-    let c = Common::read(v)?;
-    let mut cfg = c.base(v, "mistral", "silu", false, 10000.0)?;
+    let c = Common::read(v, Some(4096))?;
+    let defaults = Defaults {
+        act: "silu",
+        tie: false,
+        theta: 10000.0,
+        kv_heads: Some(8),
+        head_dim: None,
+    };
+    let mut cfg = c.base(v, "mistral", &defaults)?;
     cfg.qkv_bias = false;
     cfg.o_bias = false;
-    let sliding = c.sliding_window.is_some_and(|w| w > 0);
-    c.sliding_layers(&mut cfg, |_| sliding)?;
+    // transformers' Mistral slides every layer over `sliding_window` and ignores
+    // `layer_types`.
+    if let Some(w) = c.sliding_window.filter(|&w| w > 0) {
+        cfg.sliding_window = Some(w);
+        cfg.sliding_layers = vec![true; cfg.num_hidden_layers];
+    }
     Ok(cfg)
 }

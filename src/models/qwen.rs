@@ -6,11 +6,11 @@
 use serde_json::Value;
 
 use super::decoder::DecoderConfig;
-use super::hf_decoder::Common;
+use super::hf_decoder::{Common, Defaults};
 
 /// Sliding layers of a Qwen config without `layer_types`.
 fn qwen_sliding(c: &Common) -> impl Fn(usize) -> bool + '_ {
-    move |i| c.use_sliding_window == Some(true) && i >= c.max_window_layers.unwrap_or(0)
+    move |i| c.use_sliding_window == Some(true) && i >= c.max_window_layers.unwrap_or(28)
 }
 
 /// Refuses custom modeling code: its math is not in the config.
@@ -28,8 +28,15 @@ pub(crate) fn refuse_auto_map(v: &Value) -> Result<(), String> {
 /// Maps a `qwen2` config.
 pub fn qwen2(v: &Value) -> Result<DecoderConfig, String> {
     refuse_auto_map(v)?;
-    let c = Common::read(v)?;
-    let mut cfg = c.base(v, "qwen2", "silu", false, 10000.0)?;
+    let c = Common::read(v, Some(4096))?;
+    let defaults = Defaults {
+        act: "silu",
+        tie: false,
+        theta: 10000.0,
+        kv_heads: Some(32),
+        head_dim: None,
+    };
+    let mut cfg = c.base(v, "qwen2", &defaults)?;
     cfg.qkv_bias = true;
     cfg.o_bias = false;
     c.sliding_layers(&mut cfg, qwen_sliding(&c))?;
@@ -39,8 +46,15 @@ pub fn qwen2(v: &Value) -> Result<DecoderConfig, String> {
 /// Maps a `qwen3` config.
 pub fn qwen3(v: &Value) -> Result<DecoderConfig, String> {
     refuse_auto_map(v)?;
-    let c = Common::read(v)?;
-    let mut cfg = c.base(v, "qwen3", "silu", false, 10000.0)?;
+    let c = Common::read(v, Some(4096))?;
+    let defaults = Defaults {
+        act: "silu",
+        tie: false,
+        theta: 10000.0,
+        kv_heads: Some(32),
+        head_dim: Some(128),
+    };
+    let mut cfg = c.base(v, "qwen3", &defaults)?;
     cfg.qk_norm = true;
     c.sliding_layers(&mut cfg, qwen_sliding(&c))?;
     Ok(cfg)
