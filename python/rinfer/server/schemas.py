@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TokenIds = list[int]
+EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary"]
 Direction = Literal["Right", "Left", "right", "left"]
 
 
@@ -21,8 +22,18 @@ class EmbeddingsRequest(Strict):
 
     input: str | list[str] | TokenIds | list[TokenIds] = Field(..., description="texts or token ids")
     model: str | None = None
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="numbers, or base64 of their little-endian float32 bytes (as the openai client decodes)"
+    )
     dimensions: int | None = Field(None, ge=1, description="keep the first N dimensions, renormalised")
+    embedding_type: EmbeddingType | None = Field(
+        None,
+        description="quantise as sentence-transformers' quantize_embeddings (int8/uint8 calibrated on the "
+        "request's own embeddings, binary/ubinary packed sign bits); default float",
+    )
+    embedding_types: list[EmbeddingType] | None = Field(
+        None, min_length=1, description="several types: each item's `embedding` is {type: vector}"
+    )
     user: str | None = None
 
 

@@ -11,6 +11,7 @@ import uuid
 import numpy as np
 from fastapi import APIRouter, Request
 
+from ...compat import quantize_embeddings
 from ..errors import ApiError
 from ..schemas import CohereRerankRequest, EmbeddingsRequest
 from ..service import check_count, embed_texts, embedder_of, json_response, model_of, run_engine, shrink, truncate_of
@@ -20,6 +21,33 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 def _encode_ids(model, ids, normalize):
     return model.encode_ids(ids, normalize=normalize)
+
+
+def _rows(vectors: np.ndarray, kind: str, encoding_format: str) -> list:
+    """One embedding type of every row: sentence-transformers' ``quantize_embeddings``
+    (one implementation with ``SentenceTransformer.encode(precision=)``), then numbers or
+    base64 of the values as little-endian float32 (what the openai client decodes, so an
+    int8 row decodes to its integer values)."""
+    if kind != "float":
+        vectors = quantize_embeddings(vectors, kind)
+    if encoding_format == "base64":
+        raw = np.ascontiguousarray(vectors, dtype="<f4")
+        return [base64.b64encode(v.tobytes()).decode() for v in raw]
+    return list(vectors)
+
+
+def encode_rows(vectors: np.ndarray, body: EmbeddingsRequest) -> list:
+    """The `embedding` of each item: the vector (``embedding_type``, default float), or
+    ``{type: vector}`` for ``embedding_types``."""
+    if body.embedding_types is not None:
+        if body.embedding_type is not None:
+            raise ApiError(
+                422, "validation", "give `embedding_type` or `embedding_types`, not both", param="embedding_types"
+            )
+        kinds = list(dict.fromkeys(body.embedding_types))
+        columns = {k: _rows(vectors, k, body.encoding_format) for k in kinds}
+        return [{k: columns[k][i] for k in kinds} for i in range(len(vectors))]
+    return _rows(vectors, body.embedding_type or "float", body.encoding_format)
 
 
 @router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
@@ -37,11 +65,7 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request):
     else:
         vectors, tokens = await embed_texts(request, inp, normalize=None, truncate=True, return_tokens=True)
     vectors = shrink(vectors, body.dimensions, renormalize=model.normalizes)
-    if body.encoding_format == "base64":
-        rows = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
-    else:
-        rows = list(vectors)
-    data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(rows)]
+    data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encode_rows(vectors, body))]
     return json_response(
         {
             "object": "list",
