@@ -21,6 +21,7 @@
 pub mod batcher;
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod kernels;
 pub mod models;
 pub mod quality;
@@ -31,11 +32,13 @@ pub mod weights;
 #[cfg(feature = "python")]
 mod python;
 
+pub use engine::chat::Message;
 pub use engine::{
-    model_kind, Classifier, Embedder, EncodeOptions, LoadOptions, ModelInfo, Prediction, Ranked,
-    Reranker, SparseVector,
+    model_kind, Classifier, Completion, Embedder, EncodeOptions, Generator, LoadOptions, ModelInfo,
+    Prediction, Prompt, Ranked, Reranker, SparseVector,
 };
 pub use error::{Error, Result};
+pub use generate::{FinishReason, SamplingParams};
 pub use kernels::{Isa, Precision};
 pub use quality::Quality;
 pub use tensor::{DType, Tensor, TensorView};

@@ -177,6 +177,22 @@ impl Tokenizer {
         Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// The text of token ids (special tokens left out with `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.whole.decode(ids, skip_special).map_err(tok_err)
+    }
+
+    /// The text of a token id in the vocabulary (`<0xE3>` for a byte-fallback
+    /// piece, `Ġthe` for byte-level BPE), if the tokenizer has it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.whole.id_to_token(id)
+    }
+
+    /// The id of a token given by its text, if the tokenizer has it.
+    pub fn token_of(&self, text: &str) -> Option<u32> {
+        self.whole.token_to_id(text)
+    }
+
     /// Tokenizes (first, second) pairs, as cross-encoders read them.
     pub fn encode_pairs(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Encoded> {
         let inputs: Vec<EncodeInput> = pairs.iter().map(|&(a, b)| (a, b).into()).collect();

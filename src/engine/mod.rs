@@ -6,11 +6,13 @@
 pub mod chat;
 mod embedder;
 mod folder;
+mod generator;
 mod heads;
 mod modules;
 
 pub use crate::models::splade::SparseVector;
 pub use embedder::{Embedder, EncodeOptions};
 pub use folder::{model_kind, LoadOptions, ModelInfo};
+pub use generator::{Completion, Generator, Prompt};
 pub use heads::{Classifier, Prediction, Ranked, Reranker};
 pub use modules::StConfig;

@@ -13,12 +13,13 @@
 
 use rayon::prelude::*;
 
+use super::kv_cache::KvCache;
 use super::layers::{gate, sized, Linear, Packing};
 use super::rotary::{RopeScaling, Rotary, RotaryTable};
 use super::TokenBatch;
 use crate::error::{Error, Result};
 use crate::kernels::attention::{attention_shaped, AttnShape};
-use crate::kernels::{self, Activation, Kernels, Precision};
+use crate::kernels::{self, Activation, Kernels, PackedLinear, Precision};
 use crate::weights::Weights;
 
 /// Tensor-name prefixes of decoder checkpoints: `model.` in `*ForCausalLM` and
@@ -220,6 +221,8 @@ pub struct Decoder {
     norm: Vec<f32>,
     /// An untied `lm_head` (`[vocab x hidden]`), where the file has one.
     lm_head: Option<Vec<f32>>,
+    /// The language-model head packed for the GEMM, on first use (generation).
+    lm_packed: std::sync::OnceLock<std::result::Result<PackedLinear, String>>,
     spare: std::sync::Mutex<Vec<Workspace>>,
 }
 
@@ -339,6 +342,7 @@ impl Decoder {
             layers,
             norm: norm("norm", h)?,
             lm_head,
+            lm_packed: Default::default(),
             spare: Default::default(),
         })
     }
@@ -400,14 +404,79 @@ impl Decoder {
     }
 
     fn forward_checked(&self, batch: &TokenBatch) -> Result<Vec<f32>> {
+        self.run(batch.ids, batch.offsets, None)
+    }
+
+    /// Hidden states of new tokens of several sequences, each continuing from its
+    /// [`KvCache`] (empty for a fresh prompt), whose keys and values the call
+    /// appends: `ids[offsets[s]..offsets[s + 1]]` are sequence `s`'s new tokens at
+    /// positions `caches[s].len()..`. Returns `[new tokens x hidden]`.
+    pub fn forward_cached(
+        &self,
+        ids: &[u32],
+        offsets: &[usize],
+        caches: &mut [KvCache],
+    ) -> Result<Vec<f32>> {
+        self.validate(&TokenBatch {
+            ids,
+            type_ids: None,
+            offsets,
+        })?;
+        let n = offsets.len().saturating_sub(1);
+        if caches.len() != n {
+            return Err(Error::InvalidInput(format!(
+                "{} caches for {n} sequences",
+                caches.len()
+            )));
+        }
+        let width = self.cfg.num_key_value_heads * self.cfg.head_dim;
+        for (s, cache) in caches.iter().enumerate() {
+            let new = offsets[s + 1] - offsets[s];
+            if cache.width() != width {
+                return Err(Error::InvalidInput(format!(
+                    "cache {s} holds {} values per position, the model {width}",
+                    cache.width()
+                )));
+            }
+            cache.check_room(new)?;
+            if cache.len() + new > self.cfg.max_tokens() {
+                return Err(Error::InvalidInput(format!(
+                    "sequence {s} would reach {} positions, more than the model's {}",
+                    cache.len() + new,
+                    self.cfg.max_tokens()
+                )));
+            }
+        }
+        kernels::threads::install(|| self.run(ids, offsets, Some(caches)))
+    }
+
+    /// A cache sized for this model with room for `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(
+            self.cfg.num_hidden_layers,
+            self.cfg.num_key_value_heads * self.cfg.head_dim,
+            capacity,
+        )
+    }
+
+    fn run(
+        &self,
+        ids: &[u32],
+        offsets: &[usize],
+        mut caches: Option<&mut [KvCache]>,
+    ) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
         let (h, dh, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let width = (nh + 2 * nkv) * dh;
-        let t = batch.ids.len();
-        let offsets = batch.offsets;
-        let mut x = self.embed_tokens(batch.ids);
-        let tables = self.rope_tables(offsets);
+        let t = ids.len();
+        let past: Vec<usize> = match &caches {
+            Some(c) => c.iter().map(KvCache::len).collect(),
+            None => vec![0; offsets.len().saturating_sub(1)],
+        };
+        let fresh = past.iter().all(|&p| p == 0);
+        let mut x = self.embed_tokens(ids);
+        let tables = self.rope_tables(offsets, &past);
         let mut ws = self
             .spare
             .lock()
@@ -456,7 +525,28 @@ impl Decoder {
                     );
                 }
             }
-            attention_shaped(kern, qkv, offsets, cfg.attn_shape(i), None, ctx)?;
+            if let Some(caches) = caches.as_deref_mut() {
+                let kv = nkv * dh;
+                for (s, cache) in caches.iter_mut().enumerate() {
+                    let (k, v): (Vec<f32>, Vec<f32>) = (offsets[s]..offsets[s + 1])
+                        .map(|r| {
+                            let row = &qkv[r * width..(r + 1) * width];
+                            (&row[nh * dh..nh * dh + kv], &row[nh * dh + kv..])
+                        })
+                        .fold((Vec::new(), Vec::new()), |(mut ka, mut va), (k, v)| {
+                            ka.extend_from_slice(k);
+                            va.extend_from_slice(v);
+                            (ka, va)
+                        });
+                    cache.append(i, &k, &v);
+                }
+            }
+            match caches.as_deref() {
+                Some(caches) if !fresh => {
+                    self.cached_attention(i, qkv, offsets, &past, caches, ctx)
+                }
+                _ => attention_shaped(kern, qkv, offsets, cfg.attn_shape(i), None, ctx)?,
+            }
             layer.o.forward(ctx, t, Activation::None, a)?;
             if let Some(n) = &layer.post_attn_norm {
                 self.rms_rows(a, h, n);
@@ -473,6 +563,11 @@ impl Decoder {
             (kern.add_bias)(&mut x, a);
         }
         self.rms_rows(&mut x, h, &self.norm);
+        if let Some(caches) = caches {
+            for (s, cache) in caches.iter_mut().enumerate() {
+                cache.commit(offsets[s + 1] - offsets[s]);
+            }
+        }
         if let Ok(mut spare) = self.spare.lock() {
             if spare.len() < 8 {
                 spare.push(ws);
@@ -506,8 +601,14 @@ impl Decoder {
     fn rope_tables(
         &self,
         offsets: &[usize],
+        past: &[usize],
     ) -> Vec<(Rotary, RotaryTable, (usize, usize), Vec<usize>)> {
-        let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        let longest = offsets
+            .windows(2)
+            .zip(past)
+            .map(|(w, p)| p + w[1] - w[0])
+            .max()
+            .unwrap_or(0);
         let t = offsets.last().copied().unwrap_or(0);
         let mut rotaries: Vec<Rotary> = Vec::new();
         for i in 0..self.cfg.num_hidden_layers {
@@ -519,20 +620,77 @@ impl Decoder {
         let mut out = Vec::new();
         for r in rotaries {
             if matches!(r.scaling, RopeScaling::Dynamic { .. }) {
-                for w in offsets.windows(2).filter(|w| w[1] > w[0]) {
-                    let len = w[1] - w[0];
+                for (w, &p) in offsets.windows(2).zip(past).filter(|(w, _)| w[1] > w[0]) {
+                    let len = p + w[1] - w[0];
                     let table = RotaryTable::for_len(r, len, len);
-                    out.push((r, table, (w[0], w[1]), (0..len).collect()));
+                    out.push((r, table, (w[0], w[1]), (p..len).collect()));
                 }
             } else {
                 let mut positions = Vec::with_capacity(t);
-                for w in offsets.windows(2) {
-                    positions.extend(0..w[1] - w[0]);
+                for (w, &p) in offsets.windows(2).zip(past) {
+                    positions.extend(p..p + w[1] - w[0]);
                 }
                 out.push((r, RotaryTable::new(r, longest), (0, t), positions));
             }
         }
         out
+    }
+
+    /// Attention of new tokens over their sequences' caches (which already hold the
+    /// new keys and values): query `i` of sequence `s` sits at position
+    /// `past[s] + i` and sees the keys its layer's mask allows.
+    fn cached_attention(
+        &self,
+        layer: usize,
+        qkv: &[f32],
+        offsets: &[usize],
+        past: &[usize],
+        caches: &[KvCache],
+        ctx: &mut [f32],
+    ) {
+        let shape = self.cfg.attn_shape(layer);
+        let (nh, nkv, dh) = (shape.heads, shape.kv_heads, shape.dh);
+        let (width, kvw, group) = ((nh + 2 * nkv) * dh, nkv * dh, nh / nkv);
+        let exp_shifted = self.kernels.exp_shifted;
+        let mut parts = Vec::with_capacity(caches.len());
+        let mut rest = ctx;
+        for s in 0..caches.len() {
+            let (rows, tail) = rest.split_at_mut((offsets[s + 1] - offsets[s]) * nh * dh);
+            parts.push((s, rows));
+            rest = tail;
+        }
+        parts.into_par_iter().for_each(|(s, rows)| {
+            let (keys, values) = caches[s].layer(layer);
+            let mut scores = Vec::new();
+            for (i, out) in rows.chunks_exact_mut(nh * dh).enumerate() {
+                let pos = past[s] + i;
+                let lo = shape.window.map_or(0, |w| pos.saturating_sub(w));
+                let hi = if shape.causal {
+                    pos + 1
+                } else {
+                    keys.len() / kvw
+                };
+                let q_row = &qkv[(offsets[s] + i) * width..];
+                for hd in 0..nh {
+                    let g = hd / group;
+                    let q = &q_row[hd * dh..(hd + 1) * dh];
+                    scores.clear();
+                    scores.extend((lo..hi).map(|j| {
+                        let k = &keys[j * kvw + g * dh..j * kvw + (g + 1) * dh];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * shape.scale
+                    }));
+                    let sum = exp_shifted(&mut scores);
+                    let o = &mut out[hd * dh..(hd + 1) * dh];
+                    o.fill(0.0);
+                    for (p, j) in scores.iter().zip(lo..hi) {
+                        let v = &values[j * kvw + g * dh..j * kvw + (g + 1) * dh];
+                        o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|a| *a *= inv);
+                }
+            }
+        });
     }
 
     /// RMSNorm of every `width`-wide row of `x`, spread over the pool.
@@ -597,6 +755,39 @@ impl Decoder {
                 Ok(cap.map_or(v, |c| c * (v / c).tanh()))
             })
             .collect()
+    }
+
+    /// Full-vocabulary logits of `rows` hidden states (`[rows x hidden]` in,
+    /// `[rows x vocab]` out) through the packed language-model head, with the
+    /// family's soft-capping.
+    pub fn lm_logits(&self, hidden: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let (h, vocab) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        if hidden.len() != rows * h {
+            return Err(Error::InvalidInput(format!(
+                "{} values for {rows} hidden states of width {h}",
+                hidden.len()
+            )));
+        }
+        let packed = self.lm_packed.get_or_init(|| {
+            let table =
+                match (&self.lm_head, self.cfg.tie_word_embeddings) {
+                    (Some(head), _) => head,
+                    (None, true) => &self.embed,
+                    (None, false) => return Err(
+                        "this checkpoint has no lm_head (an embedding-only file): no token logits"
+                            .to_string(),
+                    ),
+                };
+            PackedLinear::from_nk(table, vocab, h, self.kernels, Precision::F32)
+                .map_err(|e| e.to_string())
+        });
+        let packed = packed.as_ref().map_err(|e| Error::Unsupported(e.clone()))?;
+        let mut out = vec![0.0f32; rows * vocab];
+        kernels::threads::install(|| packed.gemm(hidden, rows, None, Activation::None, &mut out))?;
+        if let Some(c) = self.cfg.final_logit_softcapping {
+            out.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
+        }
+        Ok(out)
     }
 
     /// The language-model head row of a token (to build a scoring head from it,

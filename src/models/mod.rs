@@ -12,6 +12,7 @@ pub mod gte;
 pub mod head;
 mod hf_decoder;
 pub mod jina;
+pub mod kv_cache;
 mod layers;
 pub mod llama;
 pub mod modernbert;
