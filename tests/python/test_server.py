@@ -184,7 +184,8 @@ def test_classifier_and_reranker_models_are_served(tiny_dir):
 
     g = json.loads((tiny_dir / "classifier/golden.json").read_text())
     with TestClient(create_app(Settings(model_path=str(tiny_dir / "classifier")))) as c:
-        assert c.get("/info").json()["model_type"] == "classifier"
+        info = c.get("/info").json()
+        assert info["kind"] == "classifier" and set(info["model_type"]) == {"classifier"}
         r = c.post("/predict", json={"inputs": [[t] for t in g["texts"][:2]], "raw_scores": True})
         assert r.status_code == 200, r.text
         for row, want in zip(r.json(), g["logits"][:2]):

@@ -160,6 +160,7 @@ async def lifespan(app: FastAPI):
     s: Settings = app.state.settings
     path = s.model_path or str(rinfer.default_model_path())
     kind = model_kind(path)
+    app.state.model_path = path
     app.state.admission = Admission(s.max_queue)
     log.info("loading %s %s from %s", kind, app.state.served_name, path)
     modes, app.state.include_prompt = folder_pooling(path)
@@ -263,6 +264,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.include_prompt = True
     app.state.pooling = None
     app.state.labels = []
+    app.state.model_path = None
+    app.state.decoder = None
     app.state.admission = Admission(settings.max_queue)
     app.state.metrics = Metrics(app)
 
@@ -295,8 +298,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tei.router, dependencies=protected)
     app.include_router(sparse.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
-    hot = {"/embed": (tei.embed, EmbedRequest), "/v1/embeddings": (embeddings.create_embeddings, EmbeddingsRequest)}
-    for route in [*tei.router.routes, *embeddings.router.routes]:
+    app.include_router(embeddings.alias, dependencies=protected)
+    app.include_router(tei.sagemaker, dependencies=protected)
+    hot = {
+        "/embed": (tei.embed, EmbedRequest),
+        "/v1/embeddings": (embeddings.create_embeddings, EmbeddingsRequest),
+        "/embeddings": (embeddings.create_embeddings, EmbeddingsRequest),
+    }
+    for route in [*tei.router.routes, *embeddings.router.routes, *embeddings.alias.routes]:
         if isinstance(route, APIRoute) and route.path in hot and route.endpoint is hot[route.path][0]:
             fast[route.path] = FastRoute(route, hot[route.path][1])
     return app

@@ -26,19 +26,19 @@ import rinfer
 
 log = logging.getLogger("rinfer.server")
 
-# TEI's routes; everything under /v1/ speaks OpenAI's dialect.
+# TEI's routes; everything under /v1/ (and its /embeddings alias) speaks OpenAI's dialect.
 TEI_PATHS = frozenset(
     {
         "/embed",
         "/embed_all",
         "/embed_sparse",
-        "/embeddings",
         "/predict",
         "/rerank",
         "/similarity",
         "/tokenize",
         "/decode",
         "/invocations",
+        "/",
     }
 )
 
@@ -120,7 +120,7 @@ def request_id(request: Request) -> str:
 
 
 def dialect(path: str) -> str:
-    if path.startswith("/v1/"):
+    if path.startswith("/v1/") or path == "/embeddings":
         return "openai"
     return "tei" if path in TEI_PATHS else "native"
 

@@ -38,14 +38,21 @@ class EmbeddingsRequest(Strict):
 
 
 class EmbedRequest(Strict):
-    """TEI ``POST /embed``."""
+    """TEI ``POST /embed``: texts, token ids, or a batch mixing both."""
 
-    inputs: str | list[str]
+    inputs: str | list[str] | TokenIds | list[str | TokenIds]
     normalize: bool = True
     truncate: bool | None = Field(None, description="default: the server's --auto-truncate (true)")
     truncation_direction: Direction = "Right"
     prompt_name: str | None = Field(None, description="a prompt of the model's config, prepended to every input")
     dimensions: int | None = Field(None, ge=1)
+
+
+class DecodeRequest(Strict):
+    """TEI ``POST /decode``."""
+
+    ids: TokenIds | list[TokenIds]
+    skip_special_tokens: bool = True
 
 
 class EmbedSparseRequest(Strict):

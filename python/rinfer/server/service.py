@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -165,8 +166,46 @@ async def run_engine(request: Request, n_inputs: int, fn, *args, **kw):
     metrics = request.app.state.metrics
     metrics.batch_texts.observe(n_inputs)
     timeout = deadline_s(request)
-    work = request.app.state.admission.submit(fn, *args, **kw)
+    stamps: list[float] = [time.perf_counter()]
+    state = getattr(request, "state", None)
+    if state is not None:
+        state.engine_stamps = stamps
+    work = request.app.state.admission.submit(_stamped, stamps, fn, *args, **kw)
     return await _admitted(request, work, timeout, metrics)
+
+
+def _stamped(stamps: list[float], fn, *args, **kw):
+    """`fn` on the engine thread, noting when it started and ended (TEI's queue and
+    inference times)."""
+    stamps.append(time.perf_counter())
+    try:
+        return fn(*args, **kw)
+    finally:
+        stamps.append(time.perf_counter())
+
+
+def timing_headers(request: Request, start: float, tokens: int, chars: int) -> dict[str, str]:
+    """TEI's per-request headers, in whole milliseconds as TEI gives them. Through the
+    admission queue the queue and inference times are measured apart; through the
+    batcher tokenisation, queueing and the forward pass are one engine call, reported
+    as x-inference-time (x-queue-time and x-tokenization-time 0)."""
+    now = time.perf_counter()
+    stamps = getattr(request.state, "engine_stamps", None)
+    if stamps is not None and len(stamps) == 3:
+        queue, inference = stamps[1] - stamps[0], stamps[2] - stamps[1]
+    else:
+        queue, inference = 0.0, now - start
+    total = str(int((now - start) * 1000))
+    return {
+        "x-compute-type": "cpu",
+        "x-compute-time": total,
+        "x-compute-characters": str(chars),
+        "x-compute-tokens": str(tokens),
+        "x-total-time": total,
+        "x-tokenization-time": "0",
+        "x-queue-time": str(int(queue * 1000)),
+        "x-inference-time": str(int(inference * 1000)),
+    }
 
 
 def _fits(model: rinfer.Embedder, text: str):
@@ -306,6 +345,8 @@ def shrink(vectors: np.ndarray, dimensions: int | None, renormalize: bool) -> np
     return out
 
 
-def json_response(obj) -> Response:
+def json_response(obj, headers: dict[str, str] | None = None) -> Response:
     """Serialises numpy arrays directly (no per-float Python objects)."""
-    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return Response(
+        orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json", headers=headers
+    )

@@ -17,6 +17,7 @@ from ..schemas import CohereRerankRequest, EmbeddingsRequest
 from ..service import check_count, embed_texts, embedder_of, json_response, model_of, run_engine, shrink, truncate_of
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+alias = APIRouter(tags=["openai"])  # TEI serves /v1/embeddings at /embeddings too
 
 
 def _encode_ids(model, ids, normalize):
@@ -51,6 +52,7 @@ def encode_rows(vectors: np.ndarray, body: EmbeddingsRequest) -> list:
 
 
 @router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
+@alias.post("/embeddings", summary="Create embeddings (OpenAI-compatible; TEI's alias of /v1/embeddings)")
 async def create_embeddings(body: EmbeddingsRequest, request: Request):
     model = embedder_of(request)
     inp = body.input

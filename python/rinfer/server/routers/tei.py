@@ -6,12 +6,28 @@ deadline, disconnect drop, metrics)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
+import rinfer
+
+from ..decode import Decoder
 from ..errors import ApiError, WrongModelError
-from ..schemas import EmbedRequest, PredictRequest, RerankRequest, SimilarityRequest, TokenizeRequest
+from ..schemas import (
+    DecodeRequest,
+    EmbedRequest,
+    EmbedSparseRequest,
+    PredictRequest,
+    RerankRequest,
+    SimilarityRequest,
+    TokenizeRequest,
+)
 from ..service import (
+    _left_truncated,
     check_count,
     embed_request,
     embed_texts,
@@ -22,24 +38,103 @@ from ..service import (
     run_engine,
     settings_of,
     shrink,
+    timing_headers,
     truncate_of,
 )
 
 router = APIRouter(tags=["tei"])
 
 
-@router.post("/embed", summary="Embed texts (TEI-compatible)")
+def _split_inputs(inputs) -> tuple[list, bool]:
+    """TEI's Input: a text, token ids, or a batch of both; (items, whether ids occur)."""
+    if isinstance(inputs, str):
+        return [inputs], False
+    if inputs and isinstance(inputs[0], int):
+        return [inputs], True
+    return list(inputs), any(isinstance(x, list) for x in inputs)
+
+
+def _encode_mixed(model, items: list, normalize: bool | None, truncate: bool, left: bool):
+    """Texts (tokenised, truncated as asked) and token ids (cut to the model's limit
+    from the side asked when truncating, else refused when too long) in one call."""
+    limit = model.max_seq_length
+    ids = []
+    for i, x in enumerate(items):
+        if isinstance(x, str):
+            ids.append(_left_truncated(model, x) if left and truncate else model.tokenize([x], truncate=truncate)[0])
+            continue
+        if len(x) > limit:
+            if not truncate:
+                raise rinfer.InputTooLongError(
+                    f"inputs[{i}]: {len(x)} token ids, more than the model's limit of {limit}"
+                )
+            x = x[len(x) - limit :] if left else x[:limit]
+        if not x:
+            raise ApiError(422, "validation", f"inputs[{i}]: no token ids", param="inputs")
+        ids.append(np.asarray(x, dtype=np.uint32))
+    return model.encode_ids(ids, normalize=normalize), sum(len(x) for x in ids)
+
+
+@router.post("/embed", summary="Embed texts or token ids (TEI-compatible)")
 async def embed(body: EmbedRequest, request: Request):
-    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    start = time.perf_counter()
+    items, has_ids = _split_inputs(body.inputs)
     truncate = settings_of(request).auto_truncate if body.truncate is None else body.truncate
     left = body.truncation_direction[0] == "L" or body.truncation_direction[0] == "l"
-    if body.prompt_name is None and not left and request.app.state.settings.default_prompt_name is None:
-        vectors = await embed_texts(request, texts, normalize=body.normalize, truncate=truncate)
-    else:
-        vectors = await embed_request(
-            request, texts, normalize=body.normalize, truncate=truncate, left=left, prompt_name=body.prompt_name
+    if has_ids:
+        if body.prompt_name is not None:
+            raise ApiError(422, "validation", "prompt_name applies to texts, not token ids", param="prompt_name")
+        model = embedder_of(request)
+        check_count(request, len(items))
+        vectors, tokens = await run_engine(
+            request, len(items), _encode_mixed, model, items, body.normalize, truncate, left
         )
-    return json_response(shrink(vectors, body.dimensions, renormalize=body.normalize))
+    elif body.prompt_name is None and not left and request.app.state.settings.default_prompt_name is None:
+        vectors, tokens = await embed_texts(
+            request, items, normalize=body.normalize, truncate=truncate, return_tokens=True
+        )
+    else:
+        vectors, tokens = await embed_request(
+            request,
+            items,
+            normalize=body.normalize,
+            truncate=truncate,
+            left=left,
+            prompt_name=body.prompt_name,
+            return_tokens=True,
+        )
+    chars = sum(len(x) for x in items if isinstance(x, str))
+    return json_response(
+        shrink(vectors, body.dimensions, renormalize=body.normalize),
+        headers=timing_headers(request, start, tokens, chars),
+    )
+
+
+@router.post("/embed_all", summary="Token embeddings (TEI-compatible; not available in rinfer)")
+async def embed_all(request: Request):
+    embedder_of(request)
+    raise ApiError(
+        501,
+        "internal",
+        "/embed_all needs per-token vectors, which rinfer's engine does not expose; use /embed (pooled vectors)",
+    )
+
+
+def _decoder(request: Request) -> Decoder:
+    state = request.app.state
+    if getattr(state, "decoder", None) is None:
+        state.decoder = Decoder(state.model_path)
+    return state.decoder
+
+
+@router.post("/decode", summary="Token ids back to text (TEI-compatible)")
+async def decode(body: DecodeRequest, request: Request):
+    if not request.app.state.ready:
+        raise ApiError(503, "unhealthy", "the model is not loaded yet")
+    batch = body.ids if body.ids and isinstance(body.ids[0], list) else [body.ids]
+    check_count(request, len(batch), "ids")
+    dec = _decoder(request)
+    return json_response([dec.decode(ids, body.skip_special_tokens) for ids in batch])
 
 
 def _tokens(model, texts: list[str]):
@@ -195,3 +290,32 @@ async def predict(body: PredictRequest, request: Request):
         for r in scores
     ]
     return json_response(rows if batch else rows[0])
+
+
+# SageMaker's (and TEI's) entry points: the route of the loaded model's kind.
+sagemaker = APIRouter(tags=["sagemaker"])
+
+
+def _by_kind() -> dict:
+    from .sparse import embed_sparse
+
+    return {
+        "embedder": (EmbedRequest, embed),
+        "sparse": (EmbedSparseRequest, embed_sparse),
+        "classifier": (PredictRequest, predict),
+        "reranker": (RerankRequest, rerank),
+    }
+
+
+@sagemaker.post("/invocations", summary="SageMaker: /embed, /embed_sparse, /predict or /rerank by the model's kind")
+@sagemaker.post("/", summary="As /invocations (TEI's root route)")
+async def invocations(request: Request):
+    state = request.app.state
+    if not state.ready:
+        raise ApiError(503, "unhealthy", "the model is not loaded yet")
+    schema, route = _by_kind()[state.kind]
+    try:
+        body = schema.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    return await route(body, request)
