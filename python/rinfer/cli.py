@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pathlib
 import sys
 import time
 
@@ -20,8 +21,18 @@ def _serve(args: argparse.Namespace) -> int:
     if overrides.get("model_path"):
         from rinfer.compat import resolve_model
 
-        # a folder, or a Hugging Face id found in the local cache (TEI's --model-id)
-        overrides["model_path"] = str(resolve_model(overrides["model_path"]))
+        def resolved(item: str) -> str:
+            # a folder, or a Hugging Face id found in the local cache (TEI's --model-id); NAME=FOLDER names it
+            name, sep, path = item.partition("=")
+            if sep and not pathlib.Path(item).exists():
+                return f"{name}={resolve_model(path)}"
+            return str(resolve_model(item))
+
+        paths = [resolved(x) for x in overrides.pop("model_path")]
+        if len(paths) == 1 and "=" not in paths[0]:
+            overrides["model_path"] = paths[0]
+        else:
+            overrides["models"] = paths
     settings = Settings(**overrides)
     app = create_app(settings)
     # uvloop and httptools when installed (the server extra pins them), else asyncio and h11.
@@ -236,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         "--model-id",
         dest="model_path",
-        help="model folder, or a Hugging Face id in the local cache (default: rinfer.default_model_path())",
+        action="append",
+        help="model folder, or a Hugging Face id in the local cache (default: rinfer.default_model_path()); "
+        "repeat it to serve several models (NAME=FOLDER names one; the first is the default; also RINFER_MODELS)",
     )
     s.add_argument(
         "--served-model-name",

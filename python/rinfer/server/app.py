@@ -8,7 +8,7 @@ import json
 import logging
 import pathlib
 import secrets
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -118,6 +118,30 @@ def served_name(settings: Settings) -> str:
     return path.name
 
 
+def model_entries(settings: Settings) -> list[tuple[str, str | None]]:
+    """(served name, folder) of every model: the default first (``model_path`` or the
+    first of ``models``), then the others of ``models`` (``FOLDER`` or ``NAME=FOLDER``)."""
+    entries: list[tuple[str | None, str | None]] = []
+    for item in settings.models:
+        name, sep, path = item.partition("=")
+        entries.append((name, path) if sep and not pathlib.Path(item).exists() else (None, item))
+    if settings.model_path is not None:
+        entries = [(settings.served_model_name, settings.model_path)] + [
+            e for e in entries if e[1] != settings.model_path
+        ]
+    if not entries:
+        entries = [(settings.served_model_name, None)]
+    elif entries[0][0] is None:
+        entries[0] = (settings.served_model_name, entries[0][1])
+    out = []
+    for name, path in entries:
+        out.append((name or served_name(Settings(model_path=path)), path))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two served models have the same name ({', '.join(names)}); name them NAME=FOLDER")
+    return out
+
+
 def _labels(kind: str, model, path: str) -> list[str]:
     if kind == "classifier":
         return list(model.labels)
@@ -183,9 +207,10 @@ async def lifespan(app: FastAPI):
             max_queue=s.max_queue,
         )
         await asyncio.to_thread(_probe, model)
-        app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
-        runner = app.state.job_runner = JobRunner(app.state.job_store, model, admission=app.state.admission)
-        runner.start()
+        if app.state.jobs_enabled:  # the default model's; the others have no job routes
+            app.state.job_store = await asyncio.to_thread(open_store, s.job_store_url)
+            runner = app.state.job_runner = JobRunner(app.state.job_store, model, admission=app.state.admission)
+            runner.start()
     elif kind == "sparse":
         model = await asyncio.to_thread(rinfer.Embedder.load, path, **common)
         await asyncio.to_thread(_probe_sparse, model)
@@ -198,11 +223,15 @@ async def lifespan(app: FastAPI):
     setattr(app.state, kind, model)
     app.state.kind = kind
     _log_ready(s, kind, model.model_info)
-    app.state.ready = True
+    peers = AsyncExitStack()
     try:
+        for peer in app.state.peers.values():
+            await peers.enter_async_context(peer.router.lifespan_context(peer))
+        app.state.ready = True
         yield
     finally:
         app.state.ready = False
+        await peers.aclose()
         if runner is not None:
             await runner.stop()
             app.state.job_store.close()
@@ -243,8 +272,12 @@ def _offline_docs(app: FastAPI) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, _peer: bool = False) -> FastAPI:
     settings = settings or Settings()
+    entries = [] if _peer else model_entries(settings)
+    if len(entries) > 1 or (entries and settings.models):
+        first_name, first_path = entries[0]
+        settings = settings.model_copy(update={"model_path": first_path, "served_model_name": first_name, "models": []})
     app = FastAPI(
         title="rinfer",
         version=rinfer.__version__,
@@ -261,6 +294,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reranker = None
     app.state.kind = None
     app.state.served_name = served_name(settings)
+    # the other models: each a whole app of its own (model, batcher, admission queue),
+    # started in this app's lifespan and reached through the middleware's routing
+    app.state.peers = {}
+    for name, path in entries[1:]:
+        peer_settings = settings.model_copy(update={"model_path": path, "served_model_name": name, "models": []})
+        app.state.peers[name] = create_app(peer_settings, _peer=True)
+    app.state.jobs_enabled = not _peer
     app.state.include_prompt = True
     app.state.pooling = None
     app.state.labels = []
@@ -297,7 +337,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(embeddings.router, dependencies=protected)
     app.include_router(tei.router, dependencies=protected)
     app.include_router(sparse.router, dependencies=protected)
-    app.include_router(jobs.router, dependencies=protected)
+    if not _peer:
+        app.include_router(jobs.router, dependencies=protected)
     app.include_router(embeddings.alias, dependencies=protected)
     app.include_router(tei.sagemaker, dependencies=protected)
     hot = {

@@ -18,6 +18,7 @@ import os
 import secrets
 import time
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
@@ -34,6 +35,21 @@ class FastRoute:
         self.route = route  # the APIRoute: its path labels the metrics
         self.model = model
         self.endpoint = route.endpoint
+
+
+# routes whose body's `model` picks the model when several are served
+_BY_BODY = frozenset({"/v1/embeddings", "/embeddings", "/v1/rerank"})
+
+
+async def _read_body(receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive):
@@ -96,24 +112,77 @@ class ServerMiddleware:
             await send(message)
 
         try:
+            peers = self.owner.state.peers if self.owner is not None else None
             if length.isdigit() and int(length) > self.max_body_bytes:
                 await self._too_large(send_with_id, scope["path"], rid_s, int(length))
+            elif peers and (routed := await self._route(peers, scope, receive, send_with_id, rid_s, rid_b))[0]:
+                pass  # answered by another model's app, or 404
             elif length and scope["method"] == "POST" and scope["path"] in self.fast:
-                await self._fast(self.fast[scope["path"]], scope, receive, send_with_id)
+                await self._fast(self.fast[scope["path"]], scope, routed[1] if peers else receive, send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, routed[1] if peers else receive, send_with_id)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
+    async def _route(self, peers: dict, scope, receive, send, rid: str, rid_b: bytes):
+        """Several models: ``/models/{name}/...`` goes to that model's app (the path
+        without the prefix), as do ``/v1/embeddings``, ``/embeddings`` and
+        ``/v1/rerank`` whose body names another model (unknown: 404). Returns
+        (answered, receive to use: the body replayed when it was read)."""
+        path = scope["path"]
+        default = self.owner.state.served_name
+        if path.startswith("/models/"):
+            tail = path[len("/models/") :]
+            for name in [default, *peers]:
+                if tail.startswith(name + "/"):
+                    rest = tail[len(name) :]
+                    if name == default:
+                        scope["path"], scope["raw_path"] = rest, rest.encode()
+                        return False, receive
+                    await peers[name](self._peer_scope(scope, rest, rid_b), receive, send)
+                    return True, receive
+            names = ", ".join([default, *peers])
+            err = ApiError(404, "not_found", f"no served model in {path}; they are {names}")
+            await self._error(send, "/" + path.rsplit("/", 1)[1], rid, err)  # in the dialect of the route named last
+            return True, receive
+        if scope["method"] != "POST" or path not in _BY_BODY:
+            return False, receive
+        body = await _read_body(receive)
+        if body is None:
+            return True, receive  # the client left
+        replay = _replay(body, receive)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False, replay  # the route answers 422
+        name = parsed.get("model") if isinstance(parsed, dict) else None
+        if not isinstance(name, str) or name == default:
+            return False, replay
+        if name in peers:
+            await peers[name](self._peer_scope(scope, path, rid_b), replay, send)
+            return True, replay
+        err = ApiError(404, "not_found", f"The model `{name}` does not exist", param="model", code="model_not_found")
+        await self._error(send, path, rid, err)
+        return True, replay
+
+    @staticmethod
+    def _peer_scope(scope, path: str, rid_b: bytes) -> dict:
+        headers = [(k, v) for k, v in scope["headers"] if k != _RID] + [(_RID, rid_b)]
+        return {**scope, "path": path, "raw_path": path.encode(), "headers": headers}
+
     async def _too_large(self, send, path: str, rid: str, length: int) -> None:
-        err = ApiError(413, "payload_too_large", f"body of {length} bytes exceeds {self.max_body_bytes}")
+        await self._error(
+            send, path, rid, ApiError(413, "payload_too_large", f"body of {length} bytes exceeds {self.max_body_bytes}")
+        )
+
+    async def _error(self, send, path: str, rid: str, err: ApiError) -> None:
         body, extra = render(path, rid, err)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items() if k.lower() != "x-request-id"]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _direct(self, scope) -> bool:

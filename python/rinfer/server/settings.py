@@ -15,6 +15,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RINFER_", protected_namespaces=())
 
     model_path: str | None = Field(None, description="model folder; default: rinfer.default_model_path()")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="several models in one server: folders (or NAME=FOLDER), comma-separated in the environment "
+        "(RINFER_MODELS); the first is the default (model_path when given), the others are routed by the request's "
+        "`model` on /v1/* and by /models/{name}/... on the other routes",
+    )
     served_model_name: str | None = Field(
         None, description="name reported by /v1/models, /info and responses; default: the model folder's name"
     )
@@ -59,7 +65,7 @@ class Settings(BaseSettings):
         default_factory=list, description="origins allowed by CORS, comma-separated in the environment; none by default"
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "models", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         """`RINFER_CORS_ORIGINS=a,b` (or a JSON list) as a list."""

@@ -78,22 +78,27 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request):
     )
 
 
-def _model_card(request: Request) -> dict:
-    return {"id": request.app.state.served_name, "object": "model", "created": 0, "owned_by": "rinfer"}
+def _model_card(state) -> dict:
+    return {"id": state.served_name, "object": "model", "created": 0, "owned_by": "rinfer", "kind": state.kind}
 
 
-@router.get("/models", summary="The served model (OpenAI-compatible)")
+def _served(request: Request) -> list:
+    """The states of every served model, the default first."""
+    state = request.app.state
+    return [state, *(peer.state for peer in getattr(state, "peers", {}).values())]
+
+
+@router.get("/models", summary="The served models and their kinds (OpenAI-compatible)")
 async def list_models(request: Request):
-    return {"object": "list", "data": [_model_card(request)]}
+    return {"object": "list", "data": [_model_card(s) for s in _served(request)]}
 
 
 @router.get("/models/{model_id:path}", summary="One served model (OpenAI-compatible)")
 async def get_model(model_id: str, request: Request):
-    if model_id != request.app.state.served_name:
-        raise ApiError(
-            404, "not_found", f"The model `{model_id}` does not exist", param="model", code="model_not_found"
-        )
-    return _model_card(request)
+    for state in _served(request):
+        if model_id == state.served_name:
+            return _model_card(state)
+    raise ApiError(404, "not_found", f"The model `{model_id}` does not exist", param="model", code="model_not_found")
 
 
 def _pair_logits(model, pairs, truncate):
