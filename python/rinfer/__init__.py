@@ -13,7 +13,10 @@ import pathlib
 
 from rinfer._rinfer import (
     Classifier,
+    Completion,
     Embedder,
+    GenerationStream,
+    Generator,
     InputTooLongError,
     InvalidInputError,
     ModelLoadError,
@@ -29,8 +32,11 @@ from rinfer._rinfer import (
 
 __all__ = [
     "Classifier",
+    "Completion",
     "CrossEncoder",
     "Embedder",
+    "GenerationStream",
+    "Generator",
     "InputTooLongError",
     "InvalidInputError",
     "ModelLoadError",
@@ -40,6 +46,7 @@ __all__ = [
     "SentenceTransformer",
     "UnsupportedError",
     "__version__",
+    "astream",
     "build_info",
     "default_model_path",
     "model_kind",
@@ -47,6 +54,7 @@ __all__ = [
 ]
 
 from .compat import CrossEncoder, SentenceTransformer
+from .generation import astream
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 

@@ -10,7 +10,10 @@ import numpy.typing as npt
 __version__: str
 __all__ = [
     "Classifier",
+    "Completion",
     "Embedder",
+    "GenerationStream",
+    "Generator",
     "InputTooLongError",
     "InvalidInputError",
     "ModelLoadError",
@@ -191,3 +194,85 @@ class Reranker:
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None) -> list[tuple[int, float]]: ...
     @property
     def model_info(self) -> ModelInfo: ...
+
+@type_check_only
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+@type_check_only
+class Delta(TypedDict):
+    text: str
+    token: int | None
+    finish_reason: Literal["stop", "length", "cancelled"] | None
+    logprob: tuple[float, list[tuple[int, float]]] | None
+
+@final
+class Completion:
+    @property
+    def text(self) -> str: ...
+    @property
+    def tokens(self) -> list[int]: ...
+    @property
+    def finish_reason(self) -> Literal["stop", "length", "cancelled"]: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def logprobs(self) -> list[tuple[float, list[tuple[int, float]]]]: ...
+
+@final
+class GenerationStream:
+    def __iter__(self) -> GenerationStream: ...
+    def __next__(self) -> Delta: ...
+    def close(self) -> None: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+
+@final
+class Generator:
+    @staticmethod
+    def load(path: str | os.PathLike[str], *, dtype: str | None = None, threads: int | None = None) -> Generator: ...
+    @property
+    def model_info(self) -> ModelInfo: ...
+    @property
+    def eos_token_ids(self) -> list[int]: ...
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str: ...
+    def generate(
+        self,
+        prompt: str | Sequence[int] | Sequence[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stop_token_ids: Sequence[int] | None = None,
+        ignore_eos: bool = False,
+        logprobs: int | None = None,
+        logit_bias: dict[int, float] | None = None,
+    ) -> Completion: ...
+    def stream(
+        self,
+        prompt: str | Sequence[int] | Sequence[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stop_token_ids: Sequence[int] | None = None,
+        ignore_eos: bool = False,
+        logprobs: int | None = None,
+        logit_bias: dict[int, float] | None = None,
+    ) -> GenerationStream: ...

@@ -4,6 +4,7 @@ mod aio;
 mod common;
 mod embedder;
 mod errors;
+mod generator;
 mod heads;
 
 use pyo3::prelude::*;
@@ -72,6 +73,9 @@ fn _rinfer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<embedder::PyEmbedder>()?;
     m.add_class::<heads::PyClassifier>()?;
     m.add_class::<heads::PyReranker>()?;
+    m.add_class::<generator::PyGenerator>()?;
+    m.add_class::<generator::PyCompletion>()?;
+    m.add_class::<generator::PyGenerationStream>()?;
     errors::register(m)?;
     Ok(())
 }

@@ -1,0 +1,330 @@
+//! `Generator`, `Completion` and `GenerationStream` for Python: text generation
+//! with the GIL released while the model computes; a stream is an iterator of
+//! text deltas whose sequence ends (and frees its cache) when it is exhausted,
+//! closed or dropped.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyStopIteration, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::common::*;
+use super::errors::to_py;
+use crate::engine::chat::Message;
+use crate::engine::{Generator, Prompt};
+use crate::error::Error;
+use crate::generate::{Batch, Event, SamplingParams};
+
+/// A prompt: a `str`, a list of token ids, or chat messages (dicts with `role`
+/// and `content`).
+fn prompt_arg(obj: &Bound<'_, PyAny>) -> PyResult<Prompt> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Prompt::Text(s.to_str()?.to_owned()));
+    }
+    if let Ok(ids) = obj.extract::<Vec<u32>>() {
+        return Ok(Prompt::Ids(ids));
+    }
+    let list = obj.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err("prompt must be a str, a list of token ids, or a list of messages")
+    })?;
+    let mut messages = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let d = item.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err("each message must be a dict with `role` and `content`")
+        })?;
+        let get = |k: &str| -> PyResult<String> {
+            d.get_item(k)?
+                .ok_or_else(|| PyTypeError::new_err(format!("a message has no `{k}`")))?
+                .extract()
+        };
+        messages.push(Message::new(&get("role")?, &get("content")?));
+    }
+    Ok(Prompt::Chat(messages))
+}
+
+/// The sampling keywords shared by `generate` and `stream`.
+#[allow(clippy::too_many_arguments)]
+fn params(
+    max_tokens: usize,
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    min_p: f32,
+    repetition_penalty: f32,
+    presence_penalty: f32,
+    frequency_penalty: f32,
+    seed: Option<u64>,
+    stop: Option<Vec<String>>,
+    stop_token_ids: Option<Vec<u32>>,
+    ignore_eos: bool,
+    logprobs: Option<usize>,
+    logit_bias: Option<std::collections::HashMap<u32, f32>>,
+) -> SamplingParams {
+    SamplingParams {
+        max_tokens,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        repetition_penalty,
+        presence_penalty,
+        frequency_penalty,
+        logit_bias: logit_bias.unwrap_or_default().into_iter().collect(),
+        seed,
+        stop_token_ids: stop_token_ids.unwrap_or_default(),
+        stop: stop.unwrap_or_default(),
+        ignore_eos,
+        logprobs,
+    }
+}
+
+/// A finished generation.
+#[pyclass(name = "Completion", module = "rinfer._rinfer", frozen, get_all)]
+pub struct PyCompletion {
+    /// The generated text.
+    text: String,
+    /// The generated token ids.
+    tokens: Vec<u32>,
+    /// `"stop"`, `"length"` or `"cancelled"`.
+    finish_reason: &'static str,
+    /// `{"prompt_tokens", "completion_tokens", "total_tokens"}`.
+    usage: Py<PyDict>,
+    /// Per token: (log-probability, [(token, log-probability) of alternatives]),
+    /// when asked for.
+    logprobs: Vec<(f32, Vec<(u32, f32)>)>,
+}
+
+#[pymethods]
+impl PyCompletion {
+    fn __repr__(&self) -> String {
+        format!(
+            "Completion(text={:?}, finish_reason={:?}, tokens={})",
+            self.text,
+            self.finish_reason,
+            self.tokens.len()
+        )
+    }
+}
+
+fn usage(py: Python<'_>, prompt: usize, completion: usize) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("prompt_tokens", prompt)?;
+    d.set_item("completion_tokens", completion)?;
+    d.set_item("total_tokens", prompt + completion)?;
+    Ok(d.unbind())
+}
+
+/// A text-generation model (Qwen, Llama, Mistral, Gemma 3 decoders).
+#[pyclass(name = "Generator", module = "rinfer._rinfer", frozen)]
+pub struct PyGenerator {
+    inner: Arc<Generator>,
+}
+
+#[pymethods]
+impl PyGenerator {
+    /// Loads a decoder folder with its language-model head; `dtype` "f32"
+    /// (default), "bf16" or "int8"; `threads` resizes the compute pool.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, dtype=None, threads=None))]
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        dtype: Option<&str>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            inner: load_model(py, dtype, threads, Some(-1.0), move |o| {
+                Generator::load_with(&path, &o)
+            })?,
+        })
+    }
+
+    /// What the model is (path, model type, dtype, ISA, ...).
+    #[getter]
+    fn model_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        info_dict(py, &self.inner.info())
+    }
+
+    /// The end-of-sequence token ids.
+    #[getter]
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.inner.eos_token_ids().to_vec()
+    }
+
+    /// The chat template's text for `messages`, with the assistant's opening.
+    fn apply_chat_template(&self, messages: &Bound<'_, PyAny>) -> PyResult<String> {
+        match prompt_arg(messages)? {
+            Prompt::Chat(m) => self.inner.render_chat(&m).map_err(to_py),
+            _ => Err(PyTypeError::new_err("messages must be a list of dicts")),
+        }
+    }
+
+    /// Generates a completion of `prompt` (a str, token ids, or chat messages).
+    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.0, top_k=0, top_p=1.0,
+        min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
+        seed=None, stop=None, stop_token_ids=None, ignore_eos=false, logprobs=None,
+        logit_bias=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: &Bound<'_, PyAny>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+        repetition_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        seed: Option<u64>,
+        stop: Option<Vec<String>>,
+        stop_token_ids: Option<Vec<u32>>,
+        ignore_eos: bool,
+        logprobs: Option<usize>,
+        logit_bias: Option<std::collections::HashMap<u32, f32>>,
+    ) -> PyResult<PyCompletion> {
+        let prompt = prompt_arg(prompt)?;
+        let sp = params(
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
+            presence_penalty,
+            frequency_penalty,
+            seed,
+            stop,
+            stop_token_ids,
+            ignore_eos,
+            logprobs,
+            logit_bias,
+        );
+        let inner = self.inner.clone();
+        let mut out = detached(py, move || inner.generate(&[prompt], &[sp], |_, _| {}))?;
+        let c = out.remove(0);
+        Ok(PyCompletion {
+            usage: usage(py, c.prompt_tokens, c.tokens.len())?,
+            text: c.text,
+            finish_reason: c.finish_reason.name(),
+            tokens: c.tokens,
+            logprobs: c.logprobs,
+        })
+    }
+
+    /// An iterator of text deltas (dicts `text`, `token`, `finish_reason`,
+    /// `logprob`) for `prompt`; the same keywords as `generate`.
+    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.0, top_k=0, top_p=1.0,
+        min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
+        seed=None, stop=None, stop_token_ids=None, ignore_eos=false, logprobs=None,
+        logit_bias=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        prompt: &Bound<'_, PyAny>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+        repetition_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        seed: Option<u64>,
+        stop: Option<Vec<String>>,
+        stop_token_ids: Option<Vec<u32>>,
+        ignore_eos: bool,
+        logprobs: Option<usize>,
+        logit_bias: Option<std::collections::HashMap<u32, f32>>,
+    ) -> PyResult<PyGenerationStream> {
+        let prompt = prompt_arg(prompt)?;
+        let sp = params(
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
+            presence_penalty,
+            frequency_penalty,
+            seed,
+            stop,
+            stop_token_ids,
+            ignore_eos,
+            logprobs,
+            logit_bias,
+        );
+        let inner = self.inner.clone();
+        let (batch, prompt_tokens) = detached(py, move || {
+            let ids = inner.encode_prompt(&prompt)?;
+            let n = ids.len();
+            let mut batch = inner.batch();
+            batch.add(inner.model(), ids, sp)?;
+            Ok::<_, Error>((batch, n))
+        })?;
+        Ok(PyGenerationStream {
+            inner: self.inner.clone(),
+            state: Arc::new(Mutex::new(Some(batch))),
+            prompt_tokens,
+        })
+    }
+}
+
+/// Text deltas of one generation, as they are produced.
+#[pyclass(name = "GenerationStream", module = "rinfer._rinfer", frozen)]
+pub struct PyGenerationStream {
+    inner: Arc<Generator>,
+    /// The sequence's batch; `None` once finished or closed (cache freed).
+    state: Arc<Mutex<Option<Batch>>>,
+    /// Tokens of the prompt.
+    #[pyo3(get)]
+    prompt_tokens: usize,
+}
+
+#[pymethods]
+impl PyGenerationStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (inner, state) = (self.inner.clone(), self.state.clone());
+        let event: Option<Event> = detached(py, move || {
+            let mut guard = state
+                .lock()
+                .map_err(|_| Error::InvalidInput("the stream failed earlier (poisoned)".into()))?;
+            let Some(batch) = guard.as_mut() else {
+                return Ok(None);
+            };
+            loop {
+                if batch.is_empty() {
+                    *guard = None;
+                    return Ok(None);
+                }
+                if let Some(e) = batch.step(inner.model(), inner.tokenizer())?.pop() {
+                    if e.finish.is_some() {
+                        *guard = None;
+                    }
+                    return Ok(Some(e));
+                }
+            }
+        })?;
+        let e = event.ok_or_else(|| PyStopIteration::new_err(()))?;
+        let d = PyDict::new(py);
+        d.set_item("text", e.text)?;
+        d.set_item("token", e.token)?;
+        d.set_item("finish_reason", e.finish.map(|f| f.name()))?;
+        d.set_item("logprob", e.logprob)?;
+        Ok(d)
+    }
+
+    /// Ends the generation now and frees its cache.
+    fn close(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            *g = None;
+        }
+    }
+}

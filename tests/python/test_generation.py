@@ -1,0 +1,88 @@
+"""Text generation from Python on the tiny decoder folders: greedy tokens equal
+transformers' ``generate`` (goldens of scripts/make_golden_generation.py), streamed
+deltas add up to the completion, chat messages go through the folder's template,
+async streaming, stop strings, closing a stream, bad arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+
+import pytest
+import rinfer
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "tests/data/decoders"
+
+
+def gold(name: str) -> dict:
+    return json.loads((DATA / name / "generation.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3", "mistral", "gemma3"])
+def test_greedy_generation_matches_transformers(name):
+    g = gold(name)
+    model = rinfer.Generator.load(DATA / name)
+    for prompt, want in zip(g["prompts"], g["greedy"]):
+        out = model.generate(prompt, max_tokens=len(want), ignore_eos=True)
+        assert out.tokens == want
+        assert out.finish_reason == "length"
+        assert out.usage == {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": len(want),
+            "total_tokens": len(prompt) + len(want),
+        }
+
+
+def test_stream_adds_up_to_generate_and_chat_templates_apply():
+    g = gold("qwen3_chat")
+    model = rinfer.Generator.load(DATA / "qwen3_chat")
+    case = g["chat_cases"][1]
+    assert model.apply_chat_template(case["messages"]) == case["text"]
+    full = model.generate(case["messages"], max_tokens=32)
+    deltas = list(model.stream(case["messages"], max_tokens=32))
+    assert "".join(d["text"] for d in deltas) == full.text
+    assert [d["token"] for d in deltas] == full.tokens
+    assert deltas[-1]["finish_reason"] == full.finish_reason
+    assert all(d["finish_reason"] is None for d in deltas[:-1])
+
+
+def test_async_stream_and_close():
+    model = rinfer.Generator.load(DATA / "qwen3")
+
+    async def collect() -> str:
+        text = ""
+        async for d in rinfer.astream(model, "The cat", max_tokens=12, ignore_eos=True):
+            text += d["text"]
+        return text
+
+    assert asyncio.run(collect()) == model.generate("The cat", max_tokens=12, ignore_eos=True).text
+    s = model.stream("The cat", max_tokens=50, ignore_eos=True)
+    next(s)
+    s.close()
+    with pytest.raises(StopIteration):
+        next(s)
+
+
+def test_seeded_sampling_stop_strings_and_logprobs():
+    model = rinfer.Generator.load(DATA / "qwen3")
+    kw = {"max_tokens": 16, "temperature": 0.8, "top_p": 0.9, "seed": 5, "ignore_eos": True}
+    assert model.generate("The cat", **kw).tokens == model.generate("The cat", **kw).tokens
+    free = model.generate("The cat", max_tokens=30, ignore_eos=True).text
+    stop = free[6:9]
+    out = model.generate("The cat", max_tokens=30, ignore_eos=True, stop=[stop])
+    assert out.finish_reason == "stop" and stop not in out.text
+    lp = model.generate("The cat", max_tokens=3, logprobs=2, ignore_eos=True).logprobs
+    assert len(lp) == 3 and all(len(top) == 2 and top[0][1] >= top[1][1] for _, top in lp)
+
+
+def test_bad_arguments_are_typed_errors():
+    model = rinfer.Generator.load(DATA / "qwen3")
+    with pytest.raises(rinfer.InvalidInputError):
+        model.generate("x", temperature=-1.0)
+    with pytest.raises(rinfer.InvalidInputError):
+        model.generate("x", max_tokens=0)
+    with pytest.raises(TypeError):
+        model.generate(3.5)
+    with pytest.raises(rinfer.UnsupportedError):
+        model.apply_chat_template([{"role": "user", "content": "hi"}])
