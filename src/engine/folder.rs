@@ -255,8 +255,10 @@ impl Folder {
 }
 
 /// What a model folder holds: `"reranker"` (a sequence-classification head with
-/// one output), `"classifier"` (several), `"sparse"` (a SPLADE folder: its
-/// `modules.json` has a `SpladePooling`) or `"embedder"`. Reads only the configs and
+/// one output, or a causal LM with a `LogitScore` module), `"classifier"`
+/// (several), `"sparse"` (a SPLADE folder: its `modules.json` has a
+/// `SpladePooling`), `"generator"` (a decoder saved as `*ForCausalLM` without
+/// sentence-transformers modules) or `"embedder"`. Reads only the configs and
 /// the weights' header.
 pub fn model_kind(dir: impl AsRef<Path>) -> Result<&'static str> {
     let dir = dir.as_ref();
@@ -283,6 +285,17 @@ pub fn model_kind(dir: impl AsRef<Path>) -> Result<&'static str> {
     if let ModelConfig::Decoder(_) = &cfg {
         if crate::models::decoder::yes_no_reranker(dir)?.is_some() {
             return Ok("reranker");
+        }
+        // A causal LM saved as such, without sentence-transformers modules: text
+        // generation.
+        let v: serde_json::Value = read_json(&dir.join("config.json"))?;
+        let causal = v["architectures"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|a| a.as_str())
+            .is_some_and(|a| a.ends_with("ForCausalLM"));
+        if causal && !modules.is_file() {
+            return Ok("generator");
         }
     }
     Ok(match weights.info(&format!("{head}.weight")) {

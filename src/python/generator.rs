@@ -152,6 +152,19 @@ impl PyGenerator {
         self.inner.eos_token_ids().to_vec()
     }
 
+    /// The token ids `generate` would start from for `prompt`.
+    fn encode_prompt(&self, py: Python<'_>, prompt: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+        let prompt = prompt_arg(prompt)?;
+        let inner = self.inner.clone();
+        detached(py, move || inner.encode_prompt(&prompt))
+    }
+
+    /// The longest sequence (prompt and generated tokens) the model takes.
+    #[getter]
+    fn max_context(&self) -> usize {
+        self.inner.model().config().max_tokens()
+    }
+
     /// The chat template's text for `messages`, with the assistant's opening.
     fn apply_chat_template(&self, messages: &Bound<'_, PyAny>) -> PyResult<String> {
         match prompt_arg(messages)? {

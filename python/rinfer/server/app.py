@@ -21,7 +21,7 @@ from . import errors
 from .asgi import FastRoute, ServerMiddleware
 from .jobs import JobRunner, open_store
 from .metrics import Metrics
-from .routers import embeddings, health, jobs, sparse, tei
+from .routers import chat, embeddings, health, jobs, sparse, tei
 from .schemas import EmbeddingsRequest, EmbedRequest
 from .service import Admission
 from .settings import Settings
@@ -54,6 +54,13 @@ def _probe_sparse(model: rinfer.Embedder) -> None:
     idx2, val2 = model.encode_sparse([PROBE, "warm-up"])[0]
     if not (np.isfinite(val).all() and idx.tolist() == idx2.tolist() and np.abs(val - val2).max() < 1e-5):
         raise RuntimeError("the model's probe sparse vector is not finite or not repeatable")
+
+
+def _probe_generator(model: rinfer.Generator) -> None:
+    """Warms a generator up: two greedy tokens of a probe prompt, repeatable."""
+    a = model.generate(PROBE, max_tokens=2, ignore_eos=True).tokens
+    if a != model.generate(PROBE, max_tokens=2, ignore_eos=True).tokens:
+        raise RuntimeError("the model's greedy probe tokens are not repeatable")
 
 
 def _probe_head(head) -> None:
@@ -214,6 +221,9 @@ async def lifespan(app: FastAPI):
     elif kind == "sparse":
         model = await asyncio.to_thread(rinfer.Embedder.load, path, **common)
         await asyncio.to_thread(_probe_sparse, model)
+    elif kind == "generator":
+        model = await asyncio.to_thread(rinfer.Generator.load, path, threads=s.threads, dtype=s.dtype)
+        await asyncio.to_thread(_probe_generator, model)
     else:
         loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker
         model = await asyncio.to_thread(loader.load, path, **common)
@@ -341,6 +351,7 @@ def create_app(settings: Settings | None = None, *, _peer: bool = False) -> Fast
         app.include_router(jobs.router, dependencies=protected)
     app.include_router(embeddings.alias, dependencies=protected)
     app.include_router(tei.sagemaker, dependencies=protected)
+    app.include_router(chat.router, dependencies=protected)
     hot = {
         "/embed": (tei.embed, EmbedRequest),
         "/v1/embeddings": (embeddings.create_embeddings, EmbeddingsRequest),

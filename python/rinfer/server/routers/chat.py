@@ -1,0 +1,285 @@
+"""OpenAI text generation: ``POST /v1/chat/completions`` and ``POST /v1/completions``,
+whole or streamed as server-sent events (``stream: true``, ending in
+``data: [DONE]``, usage last with ``stream_options.include_usage``). A client that
+disconnects mid-stream ends its sequence and frees its cache; a prompt that with
+``max_tokens`` passes the model's context is a 400; past ``--max-queue`` concurrent
+generations, 429 with ``Retry-After``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+import rinfer
+
+from ..errors import ApiError
+from ..schemas import Strict
+from ..service import json_response, model_of
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
+    name: str | None = None
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class _Sampling(Strict):
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=16)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # Beyond OpenAI, as vLLM names them.
+    top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    ignore_eos: bool = False
+
+
+class ChatRequest(_Sampling):
+    """OpenAI ``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+
+class CompletionRequest(_Sampling):
+    """OpenAI ``POST /v1/completions``."""
+
+    prompt: str | list[int]
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+
+
+def _generator(request: Request) -> rinfer.Generator:
+    return model_of(request, "generator", "text generation (/v1/chat/completions, /v1/completions)")
+
+
+def _sampling(body: _Sampling, max_tokens: int, logprobs: int | None) -> dict[str, Any]:
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    try:
+        bias = {int(k): float(v) for k, v in (body.logit_bias or {}).items()}
+    except ValueError:
+        raise ApiError(400, "validation", "logit_bias keys must be token ids", param="logit_bias") from None
+    return {
+        "max_tokens": max_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "stop": stop,
+        "logit_bias": bias or None,
+        "ignore_eos": body.ignore_eos,
+        "logprobs": logprobs,
+    }
+
+
+def _budget(model: rinfer.Generator, prompt_ids: list[int], asked: int | None) -> int:
+    """`max_tokens` checked against the context (default: what is left of it)."""
+    room = model.max_context - len(prompt_ids)
+    if room <= 0 or (asked is not None and asked > room):
+        raise ApiError(
+            400,
+            "validation",
+            f"the prompt has {len(prompt_ids)} tokens and max_tokens is {asked}: together more than the "
+            f"model's context of {model.max_context} tokens",
+            param="max_tokens",
+        )
+    return asked if asked is not None else room
+
+
+class _Slots:
+    """At most `limit` generations at once; beyond, 429."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+
+    def take(self) -> None:
+        if self.active >= self.limit:
+            raise ApiError(429, "overloaded", f"{self.active} generations are running (--max-queue)")
+        self.active += 1
+
+    def give(self) -> None:
+        self.active -= 1
+
+
+def _slots(request: Request, n: int) -> _Slots:
+    state = request.app.state
+    if getattr(state, "gen_slots", None) is None:
+        state.gen_slots = _Slots(max(1, state.settings.max_queue))
+    slots = state.gen_slots
+    for i in range(n):
+        try:
+            slots.take()
+        except ApiError:
+            for _ in range(i):
+                slots.give()
+            raise
+    return slots
+
+
+def _logprobs_of(model_lp, chat: bool) -> dict | None:
+    if not model_lp:
+        return None
+    if chat:
+        return {
+            "content": [
+                {
+                    "token": str(tok),
+                    "logprob": lp,
+                    "bytes": None,
+                    "top_logprobs": [{"token": str(t), "logprob": p, "bytes": None} for t, p in top],
+                }
+                for tok, (lp, top) in model_lp
+            ]
+        }
+    return {
+        "tokens": [str(tok) for tok, _ in model_lp],
+        "token_logprobs": [lp for _, (lp, _) in model_lp],
+        "top_logprobs": [{str(t): p for t, p in top} for _, (_, top) in model_lp],
+    }
+
+
+async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logprobs: int | None, max_tokens):
+    model = _generator(request)
+    served = request.app.state.served_name
+    ids = await asyncio.to_thread(model.encode_prompt, prompt)
+    budget = _budget(model, ids, max_tokens)
+    sampling = _sampling(body, budget, logprobs)
+    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    created = int(time.time())
+    obj = "chat.completion" if chat else "text_completion"
+    slots = _slots(request, body.n)
+    seeds = [None if body.seed is None else body.seed + i for i in range(body.n)]
+    if not body.stream:
+        try:
+            outs = [await asyncio.to_thread(model.generate, ids, seed=seed, **sampling) for seed in seeds]
+        finally:
+            for _ in range(body.n):
+                slots.give()
+        choices = []
+        for i, o in enumerate(outs):
+            lp = _logprobs_of(list(zip(o.tokens, o.logprobs)), chat) if o.logprobs else None
+            if chat:
+                choices.append(
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": o.text},
+                        "logprobs": lp,
+                        "finish_reason": o.finish_reason,
+                    }
+                )
+            else:
+                choices.append({"index": i, "text": o.text, "logprobs": lp, "finish_reason": o.finish_reason})
+        completion = sum(o.usage["completion_tokens"] for o in outs)
+        usage = {"prompt_tokens": len(ids), "completion_tokens": completion, "total_tokens": len(ids) + completion}
+        return json_response(
+            {"id": rid, "object": obj, "created": created, "model": served, "choices": choices, "usage": usage}
+        )
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    chunk_obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def event(payload: dict) -> bytes:
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    async def events():
+        streams = [await asyncio.to_thread(model.stream, ids, seed=seed, **sampling) for seed in seeds]
+        done = object()
+        completion = 0
+        try:
+            if chat:
+                for i in range(body.n):
+                    first = {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    yield event(
+                        {"id": rid, "object": chunk_obj, "created": created, "model": served, "choices": [first]}
+                    )
+            live = list(range(body.n))
+            while live:
+                for i in list(live):
+                    d = await asyncio.to_thread(next, streams[i], done)
+                    if d is done:
+                        live.remove(i)
+                        continue
+                    completion += d["token"] is not None
+                    lp = None
+                    if d["logprob"] is not None:
+                        lp = _logprobs_of([(d["token"], d["logprob"])], chat)
+                    if chat:
+                        choice = {"index": i, "delta": {"content": d["text"]}, "logprobs": lp}
+                    else:
+                        choice = {"index": i, "text": d["text"], "logprobs": lp}
+                    choice["finish_reason"] = d["finish_reason"]
+                    if d["finish_reason"] is not None:
+                        live.remove(i)
+                    yield event(
+                        {"id": rid, "object": chunk_obj, "created": created, "model": served, "choices": [choice]}
+                    )
+            if include_usage:
+                usage = {"prompt_tokens": len(ids), "completion_tokens": completion}
+                usage["total_tokens"] = len(ids) + completion
+                yield event(
+                    {"id": rid, "object": chunk_obj, "created": created, "model": served, "choices": [], "usage": usage}
+                )
+            yield b"data: [DONE]\n\n"
+        finally:
+            for s in streams:
+                s.close()
+            for _ in range(body.n):
+                slots.give()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/chat/completions", summary="Create a chat completion (OpenAI-compatible; stream: true for SSE)")
+async def chat_completions(body: ChatRequest, request: Request):
+    if body.tools:
+        raise ApiError(400, "validation", "tools / function calling are not supported", param="tools")
+    if body.response_format is not None and body.response_format.get("type") != "text":
+        raise ApiError(
+            400,
+            "validation",
+            f"response_format {body.response_format.get('type')!r} is not supported (only 'text')",
+            param="response_format",
+        )
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    if body.top_logprobs and not body.logprobs:
+        raise ApiError(400, "validation", "top_logprobs needs logprobs: true", param="top_logprobs")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    return await _run(request, body, messages, True, logprobs, max_tokens)
+
+
+@router.post("/completions", summary="Create a completion (OpenAI-compatible; stream: true for SSE)")
+async def completions(body: CompletionRequest, request: Request):
+    if body.echo:
+        raise ApiError(400, "validation", "echo is not supported", param="echo")
+    return await _run(request, body, body.prompt, False, body.logprobs, body.max_tokens or 16)

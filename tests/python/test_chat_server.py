@@ -1,0 +1,124 @@
+"""OpenAI chat and text completions over HTTP on a tiny Qwen3 with a ChatML template:
+the folder decides (a causal LM without sentence-transformers modules is served as
+a generator); whole and streamed (SSE) answers equal the Python API's; usage, n,
+stop, seed, logprobs; 400 past the context, refused options; the official openai
+client, streaming and not."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+import rinfer
+from fastapi.testclient import TestClient
+from rinfer.server import Settings, create_app
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "tests/data/decoders"
+CHAT = DATA / "qwen3_chat"
+
+
+@pytest.fixture(scope="module")
+def client():
+    assert rinfer.model_kind(CHAT) == "generator"
+    with TestClient(create_app(Settings(model_path=str(CHAT)))) as c:
+        yield c
+
+
+def sse(text: str) -> list:
+    out = []
+    for block in text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: ") :]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def test_chat_completion_matches_python(client):
+    gold = json.loads((CHAT / "generation.json").read_text())
+    case = gold["chat_cases"][1]
+    model = rinfer.Generator.load(CHAT)
+    want = model.generate(case["messages"], max_tokens=20, seed=1)
+    r = client.post("/v1/chat/completions", json={"messages": case["messages"], "max_tokens": 20, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == "qwen3_chat"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": want.text}
+    assert body["choices"][0]["finish_reason"] == want.finish_reason
+    assert body["usage"]["prompt_tokens"] == len(case["input_ids"])
+
+
+def test_streamed_chat_adds_up_and_ends_with_done(client):
+    msgs = [{"role": "user", "content": "Say something."}]
+    whole = client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 12, "temperature": 0}).json()
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": msgs,
+            "max_tokens": 12,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == whole["choices"][0]["message"]["content"]
+    assert chunks[-1]["usage"] == whole["usage"]
+
+
+def test_completions_n_seed_stop_logprobs(client):
+    base = {"prompt": "The cat", "max_tokens": 8, "temperature": 0.9, "seed": 3, "ignore_eos": True}
+    a = client.post("/v1/completions", json={**base, "n": 2}).json()
+    b = client.post("/v1/completions", json={**base, "n": 2}).json()
+    assert [c["text"] for c in a["choices"]] == [c["text"] for c in b["choices"]]
+    assert a["usage"]["completion_tokens"] == 16
+    free = client.post("/v1/completions", json={"prompt": "The cat", "max_tokens": 20, "temperature": 0}).json()
+    text = free["choices"][0]["text"]
+    if len(text) > 6:
+        stop = text[3:6]
+        r = client.post(
+            "/v1/completions", json={"prompt": "The cat", "max_tokens": 20, "temperature": 0, "stop": stop}
+        ).json()
+        assert r["choices"][0]["finish_reason"] == "stop" and stop not in r["choices"][0]["text"]
+    lp = client.post("/v1/completions", json={"prompt": "The cat", "max_tokens": 3, "logprobs": 2}).json()
+    assert len(lp["choices"][0]["logprobs"]["token_logprobs"]) == 3
+
+
+def test_refusals_are_openai_errors(client):
+    msgs = [{"role": "user", "content": "hi"}]
+    r = client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 10**6})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    r = client.post("/v1/chat/completions", json={"messages": msgs, "response_format": {"type": "json_object"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
+    r = client.post("/v1/chat/completions", json={"messages": msgs, "bogus": 1})
+    assert r.status_code == 422 and "error" in r.json()
+    r = client.post("/embed", json={"inputs": "x"})
+    assert r.status_code == 424
+
+
+def test_embedders_answer_424_on_chat():
+    with TestClient(create_app(Settings(model_path=str(DATA / "qwen3_embedding")))) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 424, r.text
+
+
+def test_official_openai_client_streams(client):
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=client)
+    msgs = [{"role": "user", "content": "Say something."}]
+    whole = api.chat.completions.create(model="qwen3_chat", messages=msgs, max_tokens=10, temperature=0)
+    parts = [
+        c.choices[0].delta.content or ""
+        for c in api.chat.completions.create(
+            model="qwen3_chat", messages=msgs, max_tokens=10, temperature=0, stream=True
+        )
+        if c.choices
+    ]
+    assert "".join(parts) == whole.choices[0].message.content
+    done = api.completions.create(model="qwen3_chat", prompt="The cat", max_tokens=5, temperature=0)
+    assert done.choices[0].finish_reason in ("length", "stop")
