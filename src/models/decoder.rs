@@ -659,38 +659,52 @@ impl Decoder {
             parts.push((s, rows));
             rest = tail;
         }
-        parts.into_par_iter().for_each(|(s, rows)| {
+        // One head of one query: scores over the keys its mask allows, softmax,
+        // weighted values into `o`.
+        let head = |s: usize, i: usize, hd: usize, o: &mut [f32], scores: &mut Vec<f32>| {
             let (keys, values) = caches[s].layer(layer);
-            let mut scores = Vec::new();
-            for (i, out) in rows.chunks_exact_mut(nh * dh).enumerate() {
-                let pos = past[s] + i;
-                let lo = shape.window.map_or(0, |w| pos.saturating_sub(w));
-                let hi = if shape.causal {
-                    pos + 1
-                } else {
-                    keys.len() / kvw
-                };
-                let q_row = &qkv[(offsets[s] + i) * width..];
-                for hd in 0..nh {
-                    let g = hd / group;
-                    let q = &q_row[hd * dh..(hd + 1) * dh];
-                    scores.clear();
-                    scores.extend((lo..hi).map(|j| {
-                        let k = &keys[j * kvw + g * dh..j * kvw + (g + 1) * dh];
-                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * shape.scale
-                    }));
-                    let sum = exp_shifted(&mut scores);
-                    let o = &mut out[hd * dh..(hd + 1) * dh];
-                    o.fill(0.0);
-                    for (p, j) in scores.iter().zip(lo..hi) {
-                        let v = &values[j * kvw + g * dh..j * kvw + (g + 1) * dh];
-                        o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+            let pos = past[s] + i;
+            let lo = shape.window.map_or(0, |w| pos.saturating_sub(w));
+            let hi = if shape.causal {
+                pos + 1
+            } else {
+                keys.len() / kvw
+            };
+            let g = hd / group;
+            let q = &qkv[(offsets[s] + i) * width + hd * dh..][..dh];
+            scores.clear();
+            scores.extend((lo..hi).map(|j| {
+                let k = &keys[j * kvw + g * dh..j * kvw + (g + 1) * dh];
+                q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * shape.scale
+            }));
+            let sum = exp_shifted(scores);
+            o.fill(0.0);
+            for (p, j) in scores.iter().zip(lo..hi) {
+                let v = &values[j * kvw + g * dh..j * kvw + (g + 1) * dh];
+                o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|a| *a *= inv);
+        };
+        if parts.len() >= rayon::current_num_threads() {
+            parts.into_par_iter().for_each(|(s, rows)| {
+                let mut scores = Vec::new();
+                for (i, out) in rows.chunks_exact_mut(nh * dh).enumerate() {
+                    for (hd, o) in out.chunks_exact_mut(dh).enumerate() {
+                        head(s, i, hd, o, &mut scores);
                     }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|a| *a *= inv);
+                }
+            });
+        } else {
+            // Few sequences (decoding one): spread the heads of each row instead.
+            for (s, rows) in parts {
+                for (i, out) in rows.chunks_exact_mut(nh * dh).enumerate() {
+                    out.par_chunks_mut(dh)
+                        .enumerate()
+                        .for_each_init(Vec::new, |scores, (hd, o)| head(s, i, hd, o, scores));
                 }
             }
-        });
+        }
     }
 
     /// RMSNorm of every `width`-wide row of `x`, spread over the pool.
