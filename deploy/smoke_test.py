@@ -63,7 +63,9 @@ def main() -> int:
     diff = max(abs(a - b) for a, b in zip(vec, tei[0]))
     if len(vec) != args.dim or abs(norm - 1.0) > 1e-3 or diff > 1e-5:
         sys.exit(f"smoke: /v1/embeddings dim {len(vec)}, norm {norm:.6f}, max diff to /embed {diff:.2e}")
-    print(f"smoke: {base}: /health and /ready 200, one {args.dim}-d vector (norm {norm:.6f}) from /embed and /v1/embeddings")
+    print(
+        f"smoke: {base}: /health and /ready 200, one {args.dim}-d vector (norm {norm:.6f}) from /embed and /v1/embeddings"
+    )
     return 0
 
 
