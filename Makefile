@@ -18,6 +18,7 @@ test: model python
 	  RINFER_CPU_MASK=avx512f $(PY) -m pytest tests/python -q -rs; \
 	else echo "== Python tests with AVX-512 masked off: skipped, the CPU has none (the run above is that run)"; fi
 	$(PY) -m mypy.stubtest rinfer._rinfer
+	./scripts/test_services.sh
 
 ## make python: the virtualenv (pinned tools) with the extension built in release mode.
 python: $(VENV)/.installed

@@ -1,7 +1,9 @@
 """Background embedding jobs, stored in a database so that a restart loses no
 accepted job: unfinished jobs resume where they stopped. The store sits behind the
-small `JobStore` interface; `SQLiteJobStore` is the default (one file), another
-backend (PostgreSQL for several replicas) implements the same methods."""
+small `JobStore` interface; `SQLiteJobStore` is the default (one file, one server);
+`PostgresJobStore` (``postgresql://...``, in jobstore_pg.py) lets several replicas share
+one queue: each claims a job under a lease that it renews, and a replica that dies has
+its job taken over by another once the lease expires."""
 
 from __future__ import annotations
 
@@ -47,8 +49,19 @@ class Job:
         }
 
 
+class LeaseLost(Exception):
+    """This replica no longer holds the job (its lease expired and another replica took
+    it over, or it was cancelled): the chunk it was saving is dropped, not stored."""
+
+
 class JobStore(abc.ABC):
     """Where jobs, their inputs and their results live."""
+
+    #: seconds between two looks for work when nothing woke the runner (None: only
+    #: `notify` wakes it, as with one server and one SQLite file)
+    poll_interval: float | None = None
+    #: seconds a claimed job stays this replica's without a heartbeat (None: no leases)
+    lease_s: float | None = None
 
     @abc.abstractmethod
     def create(self, texts: list[str], normalize: bool | None, truncate: bool) -> Job: ...
@@ -72,6 +85,17 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def set_status(self, job_id: str, status: str, error: str | None = None) -> None: ...
+
+    def claim(self) -> Job | None:
+        """Takes the next job to run (marking it running), or None when there is none."""
+        job = self.next_runnable()
+        if job is not None:
+            self.set_status(job.id, RUNNING)
+        return job
+
+    def heartbeat(self, job_id: str) -> bool:
+        """Extends this replica's lease on a job; False when the job is no longer ours."""
+        return True
 
     def close(self) -> None:
         """Releases connections."""
@@ -177,11 +201,16 @@ class SQLiteJobStore(JobStore):
 
 
 def open_store(url: str) -> JobStore:
-    """`sqlite:///path/to/file.db` (or a bare path)."""
+    """`sqlite:///path/to/file.db` (or a bare path), or `postgresql://user@host/db`
+    (also `postgres://`; needs psycopg, see requirements-pg.txt)."""
     if url.startswith("sqlite:///"):
         return SQLiteJobStore(url[len("sqlite:///") :])
+    if url.startswith(("postgresql://", "postgres://")):
+        from .jobstore_pg import PostgresJobStore
+
+        return PostgresJobStore(url)
     if "://" in url:
-        raise ValueError(f"job store URL {url!r}: only sqlite:/// is supported")
+        raise ValueError(f"job store URL {url!r}: only sqlite:/// and postgresql:// are supported")
     return SQLiteJobStore(url)
 
 
@@ -210,10 +239,13 @@ class JobRunner:
 
     async def _loop(self) -> None:
         while True:
-            job = await asyncio.to_thread(self.store.next_runnable)
+            self._wake.clear()  # before looking: a notify from now on is not lost
+            job = await asyncio.to_thread(self.store.claim)
             if job is None:
-                self._wake.clear()
-                await self._wake.wait()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.store.poll_interval)
+                except TimeoutError:
+                    pass  # look again: another replica may have queued a job, or a lease expired
                 continue
             await self._run(job)
 
@@ -223,11 +255,19 @@ class JobRunner:
             return await asyncio.to_thread(self.embedder.encode, texts, **kw)
         return await self.admission.submit(self.embedder.encode, texts, background=True, **kw)
 
+    async def _heartbeat(self, job_id: str, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            if not await asyncio.to_thread(self.store.heartbeat, job_id):
+                return  # lost: the next save is refused, and the runner moves on
+
     async def _run(self, job: Job) -> None:
         store = self.store
-        if job.status == RUNNING:
+        if job.done:
             log.info("resuming job %s at %d/%d", job.id, job.done, job.total)
-        await asyncio.to_thread(store.set_status, job.id, RUNNING)
+        beat = None
+        if store.lease_s:
+            beat = asyncio.create_task(self._heartbeat(job.id, store.lease_s / 3), name=f"rinfer-lease-{job.id}")
         done = job.done
         try:
             while done < job.total:
@@ -242,7 +282,15 @@ class JobRunner:
             await asyncio.to_thread(store.set_status, job.id, SUCCEEDED)
             log.info("job %s succeeded (%d texts)", job.id, job.total)
         except asyncio.CancelledError:
-            raise  # shutdown: the job stays `running` and resumes at the next start
+            raise  # shutdown: the job stays `running` and resumes at the next start (or lease expiry)
+        except LeaseLost as exc:
+            log.warning("job %s: %s; left to the replica that holds it", job.id, exc)
         except Exception as exc:  # noqa: BLE001 - a bad input fails its job, never the runner
             log.warning("job %s failed: %s", job.id, exc)
-            await asyncio.to_thread(store.set_status, job.id, FAILED, str(exc))
+            try:
+                await asyncio.to_thread(store.set_status, job.id, FAILED, str(exc))
+            except LeaseLost:
+                pass
+        finally:
+            if beat is not None:
+                beat.cancel()
