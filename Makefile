@@ -19,6 +19,7 @@ test: model python
 	else echo "== Python tests with AVX-512 masked off: skipped, the CPU has none (the run above is that run)"; fi
 	$(PY) -m mypy.stubtest rinfer._rinfer
 	./scripts/test_services.sh
+	./scripts/check_deploy.sh
 
 ## make python: the virtualenv (pinned tools) with the extension built in release mode.
 python: $(VENV)/.installed
