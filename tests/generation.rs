@@ -394,3 +394,79 @@ fn chat_templates_render_as_transformers_and_stop_at_eos() {
         }
     }
 }
+
+#[test]
+fn the_shared_scheduler_batches_callers_and_frees_the_ones_that_leave() {
+    use rinfer::engine::{Scheduler, SchedulerLimits};
+    use std::sync::Arc;
+    let g = Arc::new(Generator::load(data().join("llama3")).unwrap());
+    let gold = golden(&data().join("llama3").join("generation.json"));
+    let prompts = id_lists(&gold["prompts"]);
+    let want = id_lists(&gold["greedy"]);
+    let sched = Arc::new(Scheduler::start(g.clone(), SchedulerLimits::default()));
+    let handles: Vec<_> = prompts
+        .iter()
+        .cloned()
+        .map(|p| {
+            let sched = sched.clone();
+            std::thread::spawn(move || {
+                let mut s = sched.submit(p, greedy(64)).unwrap();
+                let mut tokens = Vec::new();
+                while let Some(e) = s.next_event() {
+                    tokens.extend(e.unwrap().token);
+                }
+                tokens
+            })
+        })
+        .collect();
+    let got: Vec<Vec<u32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        got, want,
+        "concurrent callers sharing the batch get transformers' tokens"
+    );
+    assert!(
+        sched
+            .stats()
+            .steps
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 4 * 64
+    );
+    // A caller that leaves: its sequence ends and frees its cache.
+    let mut s = sched.submit(prompts[0].clone(), greedy(1000)).unwrap();
+    s.next_event().unwrap().unwrap();
+    drop(s);
+    let t = std::time::Instant::now();
+    while sched
+        .stats()
+        .active
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "a dropped stream's sequence keeps running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        sched
+            .stats()
+            .reserved
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Past the waiting queue: refused at once.
+    let tight = Scheduler::start(
+        g.clone(),
+        SchedulerLimits {
+            max_batch_tokens: 1,
+            max_waiting: 0,
+            prefill_chunk: 16,
+        },
+    );
+    let mut first = tight.submit(prompts[0].clone(), greedy(200)).unwrap();
+    first.next_event().unwrap().unwrap();
+    let mut second = tight.submit(prompts[1].clone(), greedy(4)).unwrap();
+    let err = second.next_event().unwrap().unwrap_err();
+    assert!(matches!(err, rinfer::Error::Overloaded { .. }), "{err}");
+}

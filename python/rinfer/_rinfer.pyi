@@ -234,7 +234,15 @@ class GenerationStream:
 @final
 class Generator:
     @staticmethod
-    def load(path: str | os.PathLike[str], *, dtype: str | None = None, threads: int | None = None) -> Generator: ...
+    def load(
+        path: str | os.PathLike[str],
+        *,
+        dtype: str | None = None,
+        threads: int | None = None,
+        max_batch_tokens: int | None = None,
+        max_waiting: int | None = None,
+    ) -> Generator: ...
+    def stats(self) -> dict[str, int]: ...
     @property
     def model_info(self) -> ModelInfo: ...
     @property

@@ -9,6 +9,7 @@ mod folder;
 mod generator;
 mod heads;
 mod modules;
+pub mod scheduler;
 
 pub use crate::models::splade::SparseVector;
 pub use embedder::{Embedder, EncodeOptions};
@@ -16,3 +17,4 @@ pub use folder::{model_kind, LoadOptions, ModelInfo};
 pub use generator::{Completion, Generator, Prompt};
 pub use heads::{Classifier, Prediction, Ranked, Reranker};
 pub use modules::StConfig;
+pub use scheduler::{Scheduler, SchedulerLimits, Stream};

@@ -12,9 +12,9 @@ use pyo3::types::{PyDict, PyList, PyString};
 use super::common::*;
 use super::errors::to_py;
 use crate::engine::chat::Message;
-use crate::engine::{Generator, Prompt};
+use crate::engine::{Generator, Prompt, Scheduler, SchedulerLimits, Stream};
 use crate::error::Error;
-use crate::generate::{Batch, Event, SamplingParams};
+use crate::generate::{Event, SamplingParams};
 
 /// A prompt: a `str`, a list of token ids, or chat messages (dicts with `role`
 /// and `content`).
@@ -115,29 +115,68 @@ fn usage(py: Python<'_>, prompt: usize, completion: usize) -> PyResult<Py<PyDict
     Ok(d.unbind())
 }
 
-/// A text-generation model (Qwen, Llama, Mistral, Gemma 3 decoders).
+/// A text-generation model (Qwen, Llama, Mistral, Gemma 3 decoders). Every
+/// caller's sequences run in one shared continuous batch.
 #[pyclass(name = "Generator", module = "rinfer._rinfer", frozen)]
 pub struct PyGenerator {
     inner: Arc<Generator>,
+    sched: Arc<Scheduler>,
+}
+
+/// Every event of a stream, to the last.
+fn drain(mut stream: Stream) -> Result<Vec<Event>, Error> {
+    let mut out = Vec::new();
+    while let Some(e) = stream.next_event() {
+        out.push(e?);
+    }
+    Ok(out)
 }
 
 #[pymethods]
 impl PyGenerator {
     /// Loads a decoder folder with its language-model head; `dtype` "f32"
-    /// (default), "bf16" or "int8"; `threads` resizes the compute pool.
+    /// (default), "bf16" or "int8"; `threads` resizes the compute pool;
+    /// `max_batch_tokens` bounds the cache positions (prompt + `max_tokens`) of the
+    /// sequences running together, `max_waiting` the sequences waiting for room
+    /// (past it, `OverloadedError`).
     #[staticmethod]
-    #[pyo3(signature = (path, *, dtype=None, threads=None))]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, max_batch_tokens=None, max_waiting=None))]
     fn load(
         py: Python<'_>,
         path: std::path::PathBuf,
         dtype: Option<&str>,
         threads: Option<usize>,
+        max_batch_tokens: Option<usize>,
+        max_waiting: Option<usize>,
     ) -> PyResult<Self> {
+        let inner = load_model(py, dtype, threads, Some(-1.0), move |o| {
+            Generator::load_with(&path, &o)
+        })?;
+        let d = SchedulerLimits::default();
+        let limits = SchedulerLimits {
+            max_batch_tokens: max_batch_tokens.unwrap_or(d.max_batch_tokens).max(1),
+            max_waiting: max_waiting.unwrap_or(d.max_waiting),
+            prefill_chunk: d.prefill_chunk,
+        };
         Ok(Self {
-            inner: load_model(py, dtype, threads, Some(-1.0), move |o| {
-                Generator::load_with(&path, &o)
-            })?,
+            sched: Arc::new(Scheduler::start(inner.clone(), limits)),
+            inner,
         })
+    }
+
+    /// The shared batch's counters: `active` and `waiting` sequences, `reserved`
+    /// cache positions, `generated` tokens, `steps`, `refused` submissions.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = self.sched.stats();
+        let d = PyDict::new(py);
+        d.set_item("active", st.active.load(Relaxed))?;
+        d.set_item("waiting", st.waiting.load(Relaxed))?;
+        d.set_item("reserved", st.reserved.load(Relaxed))?;
+        d.set_item("generated", st.generated.load(Relaxed))?;
+        d.set_item("steps", st.steps.load(Relaxed))?;
+        d.set_item("refused", st.refused.load(Relaxed))?;
+        Ok(d)
     }
 
     /// What the model is (path, model type, dtype, ISA, ...).
@@ -215,15 +254,30 @@ impl PyGenerator {
             logprobs,
             logit_bias,
         );
-        let inner = self.inner.clone();
-        let mut out = detached(py, move || inner.generate(&[prompt], &[sp], |_, _| {}))?;
-        let c = out.remove(0);
+        let (inner, sched) = (self.inner.clone(), self.sched.clone());
+        let (events, prompt_tokens) = detached(py, move || {
+            let ids = inner.encode_prompt(&prompt)?;
+            let n = ids.len();
+            Ok::<_, Error>((drain(sched.submit(ids, sp)?)?, n))
+        })?;
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        let mut logprobs = Vec::new();
+        let mut finish = "length";
+        for e in events {
+            text.push_str(&e.text);
+            tokens.extend(e.token);
+            logprobs.extend(e.logprob);
+            if let Some(f) = e.finish {
+                finish = f.name();
+            }
+        }
         Ok(PyCompletion {
-            usage: usage(py, c.prompt_tokens, c.tokens.len())?,
-            text: c.text,
-            finish_reason: c.finish_reason.name(),
-            tokens: c.tokens,
-            logprobs: c.logprobs,
+            usage: usage(py, prompt_tokens, tokens.len())?,
+            text,
+            finish_reason: finish,
+            tokens,
+            logprobs,
         })
     }
 
@@ -270,17 +324,14 @@ impl PyGenerator {
             logprobs,
             logit_bias,
         );
-        let inner = self.inner.clone();
-        let (batch, prompt_tokens) = detached(py, move || {
+        let (inner, sched) = (self.inner.clone(), self.sched.clone());
+        let (stream, prompt_tokens) = detached(py, move || {
             let ids = inner.encode_prompt(&prompt)?;
             let n = ids.len();
-            let mut batch = inner.batch();
-            batch.add(inner.model(), ids, sp)?;
-            Ok::<_, Error>((batch, n))
+            Ok::<_, Error>((sched.submit(ids, sp)?, n))
         })?;
         Ok(PyGenerationStream {
-            inner: self.inner.clone(),
-            state: Arc::new(Mutex::new(Some(batch))),
+            state: Arc::new(Mutex::new(Some(stream))),
             prompt_tokens,
         })
     }
@@ -289,9 +340,9 @@ impl PyGenerator {
 /// Text deltas of one generation, as they are produced.
 #[pyclass(name = "GenerationStream", module = "rinfer._rinfer", frozen)]
 pub struct PyGenerationStream {
-    inner: Arc<Generator>,
-    /// The sequence's batch; `None` once finished or closed (cache freed).
-    state: Arc<Mutex<Option<Batch>>>,
+    /// The sequence's events; `None` once finished or closed (which ends the
+    /// sequence and frees its cache).
+    state: Arc<Mutex<Option<Stream>>>,
     /// Tokens of the prompt.
     #[pyo3(get)]
     prompt_tokens: usize,
@@ -304,24 +355,28 @@ impl PyGenerationStream {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (inner, state) = (self.inner.clone(), self.state.clone());
+        let state = self.state.clone();
         let event: Option<Event> = detached(py, move || {
             let mut guard = state
                 .lock()
                 .map_err(|_| Error::InvalidInput("the stream failed earlier (poisoned)".into()))?;
-            let Some(batch) = guard.as_mut() else {
+            let Some(stream) = guard.as_mut() else {
                 return Ok(None);
             };
-            loop {
-                if batch.is_empty() {
+            match stream.next_event() {
+                None => {
                     *guard = None;
-                    return Ok(None);
+                    Ok(None)
                 }
-                if let Some(e) = batch.step(inner.model(), inner.tokenizer())?.pop() {
+                Some(Err(e)) => {
+                    *guard = None;
+                    Err(e)
+                }
+                Some(Ok(e)) => {
                     if e.finish.is_some() {
                         *guard = None;
                     }
-                    return Ok(Some(e));
+                    Ok(Some(e))
                 }
             }
         })?;

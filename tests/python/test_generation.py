@@ -86,3 +86,26 @@ def test_bad_arguments_are_typed_errors():
         model.generate(3.5)
     with pytest.raises(rinfer.UnsupportedError):
         model.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+def test_concurrent_callers_share_one_batch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = gold("llama3")
+    model = rinfer.Generator.load(DATA / "llama3")
+    before = model.stats()["steps"]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda p: model.generate(p, max_tokens=64, ignore_eos=True).tokens, g["prompts"]))
+    assert outs == g["greedy"]
+    # Sharing the batch: far fewer steps than 4 sequences one after another.
+    assert model.stats()["steps"] - before < 3 * 64
+    assert model.stats()["active"] == 0 and model.stats()["reserved"] == 0
+
+
+def test_overload_is_a_typed_error():
+    model = rinfer.Generator.load(DATA / "qwen3", max_batch_tokens=1, max_waiting=0)
+    s = model.stream("The cat", max_tokens=200, ignore_eos=True)
+    next(s)
+    with pytest.raises(rinfer.OverloadedError):
+        model.generate("The cat", max_tokens=4)
+    s.close()
