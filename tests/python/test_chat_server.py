@@ -122,3 +122,19 @@ def test_official_openai_client_streams(client):
     assert "".join(parts) == whole.choices[0].message.content
     done = api.completions.create(model="qwen3_chat", prompt="The cat", max_tokens=5, temperature=0)
     assert done.choices[0].finish_reason in ("length", "stop")
+
+
+def test_generation_metrics(client):
+    client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True},
+    )
+    text = client.get("/metrics").text
+    for name in (
+        "rinfer_generation_active",
+        "rinfer_generation_reserved",
+        "rinfer_generation_generated_total",
+        "rinfer_time_to_first_token_seconds_count",
+        "rinfer_inter_token_seconds_count",
+    ):
+        assert name in text, name

@@ -27,6 +27,25 @@ class BatcherCollector:
                 g = GaugeMetricFamily(f"rinfer_quality_{key}", doc, labels=["dtype"])
                 g.add_metric([info["dtype"]], quality[key])
                 yield g
+        gen = getattr(self.app.state, "generator", None)
+        if gen is not None:
+            gs = gen.stats()
+            for key, doc in [
+                ("active", "sequences generating in the shared batch"),
+                ("waiting", "sequences waiting for room in the batch"),
+                ("reserved", "KV cache positions reserved by running sequences"),
+            ]:
+                g = GaugeMetricFamily(f"rinfer_generation_{key}", doc)
+                g.add_metric([], gs[key])
+                yield g
+            for key, doc in [
+                ("generated", "tokens generated"),
+                ("steps", "decoder steps run"),
+                ("refused", "sequences refused because the batch and its queue were full"),
+            ]:
+                c = CounterMetricFamily(f"rinfer_generation_{key}", doc)
+                c.add_metric([], gs[key])
+                yield c
         model = getattr(self.app.state, "embedder", None)
         stats = dict(model.batcher_stats()) if model is not None else {}
         admission = getattr(self.app.state, "admission", None)
@@ -69,6 +88,18 @@ class Metrics:
             "texts per request",
             registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512),
+        )
+        self.ttft = Histogram(
+            "rinfer_time_to_first_token_seconds",
+            "time from a generation request to its first token",
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.itl = Histogram(
+            "rinfer_inter_token_seconds",
+            "time between consecutive streamed tokens",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
         )
         self.expired = Counter("rinfer_expired_requests", "requests past their deadline", registry=self.registry)
         self.disconnected = Counter(

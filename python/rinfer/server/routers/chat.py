@@ -181,6 +181,7 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
     slots = _slots(request, body.n)
     seeds = [None if body.seed is None else body.seed + i for i in range(body.n)]
     if not body.stream:
+        t0 = time.perf_counter()
         try:
             outs = [await asyncio.to_thread(model.generate, ids, seed=seed, **sampling) for seed in seeds]
         finally:
@@ -201,6 +202,10 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
             else:
                 choices.append({"index": i, "text": o.text, "logprobs": lp, "finish_reason": o.finish_reason})
         completion = sum(o.usage["completion_tokens"] for o in outs)
+        if completion:
+            # Whole answers: the mean time per token stands for both.
+            per = (time.perf_counter() - t0) / completion
+            request.app.state.metrics.itl.observe(per)
         usage = {"prompt_tokens": len(ids), "completion_tokens": completion, "total_tokens": len(ids) + completion}
         return json_response(
             {"id": rid, "object": obj, "created": created, "model": served, "choices": choices, "usage": usage}
@@ -211,8 +216,12 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
     def event(payload: dict) -> bytes:
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
+    metrics = request.app.state.metrics
+    t0 = time.perf_counter()
+
     async def events():
         streams = [await asyncio.to_thread(model.stream, ids, seed=seed, **sampling) for seed in seeds]
+        last = None
         done = object()
         completion = 0
         try:
@@ -230,6 +239,12 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
                         live.remove(i)
                         continue
                     completion += d["token"] is not None
+                    now = time.perf_counter()
+                    if last is None:
+                        metrics.ttft.observe(now - t0)
+                    else:
+                        metrics.itl.observe(now - last)
+                    last = now
                     lp = None
                     if d["logprob"] is not None:
                         lp = _logprobs_of([(d["token"], d["logprob"])], chat)
