@@ -25,3 +25,22 @@ fi
   echo "pip install -r requirements-pg.txt failed: the PostgreSQL tests will skip"
 "$PY" -m pytest tests/python/test_jobs_pg.py -q -rs -p no:cacheprovider
 echo "(PostgreSQL part: $((SECONDS - t0)) s)"
+
+echo "== Ray Serve (a virtualenv of its own: $RAY_VENV)"
+t1=$SECONDS
+if [ ! -x "$RAY_VENV/bin/python" ] || ! cmp -s requirements-ray.txt "$RAY_VENV/.installed"; then
+  rm -rf "$RAY_VENV"
+  if python3 -m venv "$RAY_VENV" &&
+    "$RAY_VENV/bin/pip" install -q --disable-pip-version-check -r requirements-ray.txt; then
+    cp requirements-ray.txt "$RAY_VENV/.installed"
+    echo "(Ray installed in $((SECONDS - t1)) s)"
+  else
+    echo "pip install -r requirements-ray.txt failed: the Ray Serve tests will skip"
+  fi
+fi
+RAY_PY="$RAY_VENV/bin/python"
+[ -x "$RAY_PY" ] || RAY_PY="$PY"
+# the extension as built in python/rinfer (no second build); Ray's own deprecation noise muted
+PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" RAY_USAGE_STATS_ENABLED=0 \
+  "$RAY_PY" -m pytest tests/python/test_serve_ray.py -q -rs -p no:cacheprovider -W ignore::DeprecationWarning
+echo "(Ray Serve part: $((SECONDS - t1)) s; services tests in all: $((SECONDS - t0)) s)"
