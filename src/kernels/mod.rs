@@ -24,6 +24,7 @@ mod aarch64;
 pub mod attention;
 pub mod gemm;
 pub mod generic;
+pub mod mmap;
 pub mod threads;
 mod vector;
 #[cfg(target_arch = "x86_64")]

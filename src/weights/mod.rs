@@ -140,10 +140,7 @@ impl Weights {
                 reason: format!("file is {len} bytes, shorter than the 8-byte header length"),
             });
         }
-        // SAFETY: the map is read-only and private to this struct; rinfer never writes
-        // through it. Like every mmap user, we rely on the file not being truncated by
-        // another process while mapped.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = crate::kernels::mmap::map_readonly(&file).map_err(io)?;
         let (header_len, metadata) =
             SafeTensors::read_metadata(&map).map_err(|e| Error::MalformedWeights {
                 path: path.clone(),

@@ -122,7 +122,9 @@ unsafe fn tile<const M: usize>(
             bp = bp.add(NR);
         }
     }
-    store(c0, c1, c, ldc, nr, acc);
+    // SAFETY: the tile's `nr` columns of `M` rows of C are valid (this function's
+    // contract), and the CPU supports AVX-512F (this function's target features).
+    unsafe { store(c0, c1, c, ldc, nr, acc) };
 }
 
 /// Safe entry point with the [`crate::kernels::DirectMicroKernel`] contract.
@@ -197,7 +199,9 @@ unsafe fn tile_direct<const M: usize>(
             bp = bp.add(NR);
         }
     }
-    store(c0, c1, c, ldc, nr, acc);
+    // SAFETY: the tile's `nr` columns of `M` rows of C are valid (this function's
+    // contract), and the CPU supports AVX-512F (this function's target features).
+    unsafe { store(c0, c1, c, ldc, nr, acc) };
 }
 
 /// Masks for columns `0..16` and `16..32` of a tile `nr` columns wide.
@@ -214,8 +218,13 @@ pub(super) fn masks(nr: usize) -> (__mmask16, __mmask16) {
 }
 
 /// Writes (or adds, when `acc`) an `M x nr` tile of accumulators to C.
-#[inline(always)]
-pub(super) fn store<const M: usize>(
+///
+/// # Safety
+/// Columns `0..nr` (`nr <= 32`) of rows `0..M` of C (row stride `ldc` floats from
+/// `c`) must be valid for reads and writes, and the CPU must support AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+pub(super) unsafe fn store<const M: usize>(
     c0: [__m512; M],
     c1: [__m512; M],
     c: *mut f32,
@@ -228,7 +237,7 @@ pub(super) fn store<const M: usize>(
         let row = c.wrapping_add(i * ldc);
         let hi = row.wrapping_add(16);
         // SAFETY: masked loads and stores touch only columns `0..nr` of row `i`,
-        // which the callers guarantee are valid; masked-off lanes never fault.
+        // valid by this function's contract; masked-off lanes never fault.
         unsafe {
             let (mut r0, mut r1) = (c0[i], c1[i]);
             if acc {

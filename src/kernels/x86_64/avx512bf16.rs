@@ -102,7 +102,9 @@ unsafe fn bf16_tile<const M: usize>(
             bp = bp.add(2 * LOWP_NR);
         }
     }
-    store(c0, c1, c, ldc, nr, false);
+    // SAFETY: the tile's `nr` columns of its rows of C are valid (this function's
+    // contract), and the CPU supports AVX-512F (this function's target features).
+    unsafe { store(c0, c1, c, ldc, nr, false) };
 }
 
 /// Safe entry point with the [`crate::kernels::Int8Kernel`] contract.
