@@ -33,8 +33,9 @@ Arguments (``build_app``) and their environment variables (``app``):
   ``max_queue`` (1024) is also each replica's ``max_ongoing_requests``: Serve sends a
   replica no more requests than its batcher would accept, and holds the rest.
 
-Background jobs need a store all replicas share (``RINFER_JOB_STORE_URL=postgresql://``):
-with the default SQLite file each replica has jobs of its own."""
+Background jobs need a store made for several replicas (``RINFER_JOB_STORE_URL=
+postgresql://``): the default SQLite file serves one process (replicas on other nodes
+would not see its jobs, and replicas sharing the file could run a job twice)."""
 
 from __future__ import annotations
 
@@ -146,7 +147,9 @@ def build_app(args: dict[str, Any] | None = None):
     options = deployment_options(settings, args)
     if settings.job_store_url.startswith("sqlite") and options.get("num_replicas", 2) != 1:
         log.warning(
-            "background jobs: each replica has its own SQLite store; share one with RINFER_JOB_STORE_URL=postgresql://..."
+            "background jobs: the SQLite job store serves one process, not %s replicas; "
+            "set RINFER_JOB_STORE_URL=postgresql://... to share one queue",
+            options.get("num_replicas", "autoscaled"),
         )
     return serve.deployment(RinferReplica).options(**options).bind(settings.model_dump())
 
