@@ -253,8 +253,23 @@ fn worker(shared: &Shared, embedder: &Embedder) {
     }
 }
 
+/// Test hook: the worker panics inside its next batch's computation (to prove a
+/// panic fails that batch's requests and the worker goes on).
+#[doc(hidden)]
+pub static PANIC_IN_NEXT_BATCH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Tokenizes each request (a bad one fails alone), runs the rest as one batch
-/// per (normalize) setting, and completes every request.
+/// per (normalize) setting, and completes every request. A panic while computing
+/// fails that batch's requests with [`Error::Internal`]; the worker goes on.
 fn run_batch(shared: &Shared, embedder: &Embedder, batch: Vec<Request>) {
     let c = &shared.counters;
     let mut ready: Vec<(Request, Encoded)> = Vec::with_capacity(batch.len());
@@ -305,7 +320,14 @@ fn run_batch(shared: &Shared, embedder: &Embedder, batch: Vec<Request>) {
         let dim = embedder.dim();
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.tokens.fetch_add(all.ids.len() as u64, Ordering::Relaxed);
-        match embedder.embed_encoded(&all, normalize) {
+        let computed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if PANIC_IN_NEXT_BATCH.swap(false, Ordering::Relaxed) {
+                panic!("injected by the test hook");
+            }
+            embedder.embed_encoded(&all, normalize)
+        }))
+        .unwrap_or_else(|p| Err(Error::Internal(panic_message(p.as_ref()))));
+        match computed {
             Ok(rows) => {
                 let mut at = 0;
                 for (r, e) in group {
@@ -323,10 +345,12 @@ fn run_batch(shared: &Shared, embedder: &Embedder, batch: Vec<Request>) {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
                 for (r, _) in group {
                     c.requests.fetch_add(1, Ordering::Relaxed);
-                    (r.done)(Err(Error::InvalidInput(msg.clone())));
+                    (r.done)(Err(match &e {
+                        Error::Internal(m) => Error::Internal(m.clone()),
+                        other => Error::InvalidInput(other.to_string()),
+                    }));
                 }
             }
         }

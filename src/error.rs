@@ -137,6 +137,11 @@ pub enum Error {
         floor: f32,
     },
 
+    /// The engine panicked while computing (a bug): the requests of that batch fail
+    /// with this, and the service goes on.
+    #[error("internal error: the engine panicked ({0}); the request was not completed")]
+    Internal(String),
+
     /// The thread pool could not be built.
     #[error("thread pool: {0}")]
     ThreadPool(String),

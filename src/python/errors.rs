@@ -68,6 +68,7 @@ pub fn to_py(e: Error) -> PyErr {
         Error::IsaUnavailable { .. }
         | Error::ThreadPool(_)
         | Error::ShutDown
+        | Error::Internal(_)
         | Error::Cancelled => RinferError::new_err(msg),
     }
 }
