@@ -20,6 +20,7 @@ import time
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from .errors import ApiError, render
@@ -50,6 +51,32 @@ async def _read_body(receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+class BodyTooLarge(HTTPException):
+    """The body passed the limit while it streamed in (chunked, or longer than it
+    declared). An HTTPException, so FastAPI's body reader lets it through as the
+    413 it is."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds {limit} bytes")
+
+
+def _limited(receive, limit: int):
+    """`receive` that counts body bytes and raises :class:`BodyTooLarge` as soon
+    as they pass `limit`, whatever `Content-Length` said (or without one)."""
+    seen = 0
+
+    async def counted():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counted
 
 
 def _replay(body: bytes, receive):
@@ -111,6 +138,7 @@ class ServerMiddleware:
                 headers.append((_RID, rid_b))
             await send(message)
 
+        receive = _limited(receive, self.max_body_bytes)
         try:
             peers = self.owner.state.peers if self.owner is not None else None
             if length.isdigit() and int(length) > self.max_body_bytes:
@@ -121,6 +149,10 @@ class ServerMiddleware:
                 await self._fast(self.fast[scope["path"]], scope, routed[1] if peers else receive, send_with_id)
             else:
                 await self.app(scope, routed[1] if peers else receive, send_with_id)
+        except BodyTooLarge as exc:
+            if status != 500:
+                raise  # the response had started: nothing else can be said
+            await self._error(send_with_id, scope["path"], rid_s, ApiError(413, "payload_too_large", exc.detail))
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
