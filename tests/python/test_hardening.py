@@ -34,3 +34,16 @@ def test_a_declared_length_past_the_limit_is_413(client):
         "/embed", content=b'{"inputs": "' + b"x" * 4000 + b'"}', headers={"content-type": "application/json"}
     )
     assert r.status_code == 413
+
+
+def test_info_and_metrics_need_the_key_probes_do_not(model_dir):
+    s = Settings(model_path=str(model_dir), api_key="s3cret")
+    with TestClient(create_app(s)) as c:
+        for path in ("/health", "/ready", "/ping"):
+            assert c.get(path).status_code == 200, path
+        for path in ("/info", "/metrics"):
+            assert c.get(path).status_code == 401, path
+            ok = c.get(path, headers={"authorization": "Bearer s3cret"})
+            assert ok.status_code == 200, path
+        info = c.get("/info", headers={"authorization": "Bearer s3cret"}).text
+        assert str(model_dir) not in info and "model_path" not in info

@@ -300,7 +300,7 @@ def test_hot_routes_skip_fastapi_machinery_but_keep_its_answers(model_dir, golde
         assert r.status_code == 422  # what FastAPI answers to a body that is not JSON
         r = c.post("/embed", json={"inputs": "x", "trunc": True}, headers=auth)
         assert r.status_code == 422 and "unknown field `trunc`" in r.json()["error"]
-        assert c.get("/metrics").status_code == 200 and len(calls) == 1  # other routes: FastAPI
+        assert c.get("/metrics", headers=auth).status_code == 200 and len(calls) == 1  # other routes: FastAPI
 
         async def boom(body, request):
             raise RuntimeError("a bug")

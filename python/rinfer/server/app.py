@@ -344,6 +344,7 @@ def create_app(settings: Settings | None = None, *, _peer: bool = False) -> Fast
     # No dependency to resolve on every request when there is no key to check.
     protected = [Depends(auth)] if settings.api_key is not None else []
     app.include_router(health.router)
+    app.include_router(health.guarded, dependencies=protected)
     app.include_router(embeddings.router, dependencies=protected)
     app.include_router(tei.router, dependencies=protected)
     app.include_router(sparse.router, dependencies=protected)

@@ -11,6 +11,8 @@ import rinfer
 from ..service import settings_of
 
 router = APIRouter(tags=["health"])
+# Behind the API key when one is set: what the model is, and the metrics.
+guarded = APIRouter(tags=["health"])
 
 
 @router.get("/health", summary="The process is alive")
@@ -39,7 +41,7 @@ def tei_model_type(kind: str | None, pooling: list[str] | None, labels: list[str
     return {"embedding": {"pooling": "+".join(pooling or ["mean"])}}
 
 
-@router.get("/info", summary="TEI's model and router information, and rinfer's own (dim, dtype, ISA, threads)")
+@guarded.get("/info", summary="TEI's model and router information, and rinfer's own (dim, dtype, ISA, threads)")
 async def info(request: Request):
     state = request.app.state
     model = getattr(state, state.kind, None) if state.kind else None
@@ -69,10 +71,11 @@ async def info(request: Request):
         "threads": build["threads"],
         "pooling": state.pooling,
     }
-    out.update({f"model_{k}": v for k, v in model_info.items() if f"model_{k}" not in out})
+    # No filesystem path leaves the server.
+    out.update({f"model_{k}": v for k, v in model_info.items() if f"model_{k}" not in out and k != "path"})
     return out
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@guarded.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request):
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
