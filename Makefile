@@ -1,7 +1,7 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
 
-.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders fmt python
+.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders bench-generation fmt python
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -78,3 +78,8 @@ bench-families:
 ## make bench-decoders: a Qwen3-Embedding-0.6B-shaped decoder (f32, bf16, int8) vs PyTorch.
 bench-decoders:
 	./benches/peers/decoder_peers.sh
+
+## make bench-generation: a Qwen2.5-0.5B-shaped decoder generating 128 tokens after a 128-token
+## prompt: rinfer (f32, bf16, int8) vs llama.cpp (GGUF f32, f16, bf16, q8_0) and PyTorch, one run.
+bench-generation:
+	./benches/peers/generation_peers.sh
