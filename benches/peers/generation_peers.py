@@ -380,7 +380,7 @@ def main() -> None:
     )
     print(
         f"CPU: {cpu}; {os.cpu_count()} cores; {args.threads} threads; prompt {args.prompt}, "
-        f"{args.new} new tokens; median of {args.reps}",
+        f"{args.new} new tokens; median of {args.reps}; load average at start {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     notes = []
@@ -453,6 +453,7 @@ def main() -> None:
         row("PyTorch", "f32", tor, rinfer_bytes("f32"))
 
     print()
+    print(f"load average at the end (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"copy bandwidth (gen_timing, 512 MiB parallel copy, read+write, {args.threads} threads): "
         + (
