@@ -274,6 +274,9 @@ fn run(
         match batch.step(dec, model.tokenizer()) {
             Ok(events) => {
                 stats.steps.fetch_add(1, Ordering::Relaxed);
+                // Finished sequences leave (and the counters say so) before their
+                // callers hear of it.
+                let mut out = Vec::with_capacity(events.len());
                 for e in events {
                     stats
                         .generated
@@ -281,12 +284,22 @@ fn run(
                     let Some(k) = running.iter().position(|r| r.id == e.seq) else {
                         continue;
                     };
-                    let finished = e.finish.is_some();
-                    if running[k].events.send(Ok(e)).is_err() && !finished {
-                        batch.cancel(running[k].id);
+                    let tx = running[k].events.clone();
+                    if e.finish.is_some() {
                         running.swap_remove(k);
-                    } else if finished {
-                        running.swap_remove(k);
+                    }
+                    out.push((tx, e));
+                }
+                stats.active.store(running.len(), Ordering::Relaxed);
+                stats
+                    .reserved
+                    .store(running.iter().map(|r| r.reserved).sum(), Ordering::Relaxed);
+                for (tx, e) in out {
+                    let (seq, finished) = (e.seq, e.finish.is_some());
+                    if tx.send(Ok(e)).is_err() && !finished {
+                        // The caller left: end its sequence now.
+                        batch.cancel(seq);
+                        running.retain(|r| r.id != seq);
                     }
                 }
             }
