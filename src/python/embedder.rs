@@ -20,6 +20,9 @@ use super::aio::*;
 use super::common::*;
 
 /// A sentence-embedding model. Thread-safe: share one between threads.
+/// Texts per engine call of `encode` between checks for Python signals (Ctrl-C).
+const INTERRUPT_CHUNK: usize = 128;
+
 #[pyclass(name = "Embedder", module = "rinfer._rinfer", frozen)]
 pub struct PyEmbedder {
     inner: Arc<Embedder>,
@@ -185,8 +188,35 @@ impl PyEmbedder {
             prompt,
             truncate_dim,
         };
-        let inner = self.inner.clone();
-        let arr = detached(py, move || inner.encode_with(&texts, &opts))?;
+        // In chunks, with the GIL taken back between them to run Python's signal
+        // handlers: Ctrl-C interrupts a long call as KeyboardInterrupt.
+        let chunk = batch_size.clamp(1, INTERRUPT_CHUNK);
+        if texts.len() <= chunk {
+            let inner = self.inner.clone();
+            let arr = detached(py, move || inner.encode_with(&texts, &opts))?;
+            return Ok(rows_to_py(py, arr, single));
+        }
+        let mut parts = Vec::with_capacity(texts.len().div_ceil(chunk));
+        for start in (0..texts.len()).step_by(chunk) {
+            let piece = texts[start..(start + chunk).min(texts.len())].to_vec();
+            let (inner, opts) = (self.inner.clone(), opts.clone());
+            let arr = detached(py, move || {
+                inner.encode_with(&piece, &opts).map_err(|e| match e {
+                    crate::Error::InputTooLong { index, tokens, max } => {
+                        crate::Error::InputTooLong {
+                            index: index + start,
+                            tokens,
+                            max,
+                        }
+                    }
+                    other => other,
+                })
+            })?;
+            parts.push(arr);
+            py.check_signals()?;
+        }
+        let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+        let arr = ndarray::concatenate(ndarray::Axis(0), &views).expect("chunks of the same width");
         Ok(rows_to_py(py, arr, single))
     }
 

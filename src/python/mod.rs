@@ -66,6 +66,9 @@ fn _resolve(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, failed: bool) -> P
 #[pymodule]
 fn _rinfer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // numpy's C API is loaded now, not lazily on the first returned array: a
+    // pending KeyboardInterrupt must not make that import fail inside a binding.
+    let _ = numpy::PyArray1::<f32>::zeros(m.py(), 0, false);
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(model_kind, m)?)?;

@@ -47,3 +47,28 @@ def test_info_and_metrics_need_the_key_probes_do_not(model_dir):
             assert ok.status_code == 200, path
         info = c.get("/info", headers={"authorization": "Bearer s3cret"}).text
         assert str(model_dir) not in info and "model_path" not in info
+
+
+def test_ctrl_c_interrupts_a_long_encode_as_keyboard_interrupt(model_dir):
+    import signal
+    import threading
+    import time
+
+    import rinfer
+
+    model = rinfer.Embedder.load(model_dir)
+    texts = ["a sentence of a few words to embed, again and again"] * 20000
+    fired = []
+
+    def interrupt():
+        fired.append(time.perf_counter())
+        signal.raise_signal(signal.SIGINT)
+
+    timer = threading.Timer(0.3, interrupt)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        model.encode(texts, batch_size=128)
+    waited = time.perf_counter() - fired[0]
+    assert waited < 1.0, f"KeyboardInterrupt came {waited:.3f} s after Ctrl-C"
+    # The model still works afterwards.
+    assert model.encode(["still here"]).shape == (1, model.dim)
