@@ -522,6 +522,9 @@ def main() -> None:
         "rinfer's generated tokens are not printed by gen_timing, so only llama.cpp's are checked against PyTorch"
     )
     notes.append("PyTorch runs at f32 only (the brief's baseline); its bytes/token are the f32 ones")
+    notes.append(
+        "the copy bandwidth counts the bytes read plus written by a copy; a read-only weight stream can exceed it"
+    )
     if "llama_cpp_python" in next(iter(lla.values()), {}):
         print(
             f"llama-cpp-python {next(iter(lla.values()))['llama_cpp_python']}: {next(iter(lla.values()))['system_info']}"
@@ -561,7 +564,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
         labels = [f"{r['engine']}\n{r['precision']}" for r in rows]
         colors = [{"rinfer": "tab:blue", "llama.cpp": "tab:orange", "PyTorch": "tab:green"}[r["engine"]] for r in rows]
         xs = range(len(rows))
@@ -571,7 +574,7 @@ def main() -> None:
             (axes[2], "achieved_gb_s", "decode weight GB/s"),
         ):
             ax.bar(xs, [r[key] for r in rows], color=colors)
-            ax.set_xticks(list(xs), labels, fontsize=7)
+            ax.set_xticks(list(xs), labels, fontsize=6.5)
             ax.set_title(title, fontsize=9)
         batch = [(i, r["batch_tok_s"]) for i, r in enumerate(rows) if r["batch_tok_s"]]
         if batch:
