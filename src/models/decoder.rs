@@ -772,8 +772,8 @@ impl Decoder {
     }
 
     /// Full-vocabulary logits of `rows` hidden states (`[rows x hidden]` in,
-    /// `[rows x vocab]` out) through the packed language-model head, with the
-    /// family's soft-capping.
+    /// `[rows x vocab]` out) through the language-model head packed in the layers'
+    /// precision, with the family's soft-capping.
     pub fn lm_logits(&self, hidden: &[f32], rows: usize) -> Result<Vec<f32>> {
         let (h, vocab) = (self.cfg.hidden_size, self.cfg.vocab_size);
         if hidden.len() != rows * h {
@@ -792,7 +792,8 @@ impl Decoder {
                             .to_string(),
                     ),
                 };
-            PackedLinear::from_nk(table, vocab, h, self.kernels, Precision::F32)
+            // In the layers' precision: decoding reads the whole head every token.
+            PackedLinear::from_nk(table, vocab, h, self.kernels, self.precision)
                 .map_err(|e| e.to_string())
         });
         let packed = packed.as_ref().map_err(|e| Error::Unsupported(e.clone()))?;
