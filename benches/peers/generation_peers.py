@@ -39,9 +39,10 @@ single-token decode steps; every engine's decode tokens/s is 127 / (time of
 those 127 steps), the count gen_timing uses.
 
 Bytes per decoded token: every layer weight (matrices, biases, norms) plus the
-LM head, plus one embedding row. rinfer packs its LM head at f32 at every
-precision (src/models/decoder.rs, lm_logits; checked below), its int8 matrices
-carry an f32 scale and an i32 sum per output column; llama.cpp's bytes are summed from the
+LM head, plus one embedding row. rinfer's LM head precision is read from
+src/models/decoder.rs (lm_logits: f32 at every precision up to 7c646ff, the
+layers' precision since), its int8 matrices carry an f32 scale and an i32 sum
+per output column; llama.cpp's bytes are summed from the
 GGUF's tensors (the tied token_embd is its output matrix). Achieved GB/s =
 bytes/token x decode tokens/s, printed next to the measured copy bandwidth.
 
@@ -135,18 +136,25 @@ def param_counts() -> dict[str, int]:
     }
 
 
-def rinfer_head_is_f32() -> bool:
-    """Whether rinfer still packs the LM head at f32 whatever the precision."""
+def rinfer_head_at_f32() -> bool:
+    """Whether rinfer packs the LM head at f32 whatever the precision (as it did up to
+    7c646ff), rather than in the layers' precision, read from src/models/decoder.rs."""
     src = (REPO / "src/models/decoder.rs").read_text()
     m = re.search(r"fn lm_logits.*?PackedLinear::from_nk\(([^;]*?)\)", src, re.DOTALL)
-    return bool(m and "Precision::F32" in m.group(1))
+    if m and "Precision::F32" in m.group(1):
+        return True
+    if m and "self.precision" in m.group(1):
+        return False
+    raise SystemExit("cannot tell the precision of rinfer's LM head from src/models/decoder.rs")
 
 
-def rinfer_bytes(dtype: str) -> int:
+def rinfer_bytes(dtype: str, head_f32: bool) -> int:
     c = param_counts()
-    mat = {"f32": 4, "bf16": 2, "int8": 1}[dtype] * c["layer_matrices"]
-    scales = 8 * c["layer_output_columns"] if dtype == "int8" else 0
-    return mat + scales + 4 * (c["layer_vectors"] + c["lm_head"] + c["embedding_row"])
+    size = {"f32": 4, "bf16": 2, "int8": 1}[dtype]
+    cols = c["layer_output_columns"] + (0 if head_f32 else VOCAB)
+    scales = 8 * cols if dtype == "int8" else 0  # int8: an f32 scale and an i32 sum per output column
+    head = 4 * c["lm_head"] if head_f32 else size * c["lm_head"]
+    return size * c["layer_matrices"] + scales + head + 4 * (c["layer_vectors"] + c["embedding_row"])
 
 
 def gguf_bytes(path: pathlib.Path) -> int:
@@ -384,11 +392,7 @@ def main() -> None:
         flush=True,
     )
     notes = []
-    head_f32 = rinfer_head_is_f32()
-    if not head_f32:
-        notes.append(
-            "rinfer's lm_logits no longer packs the head at f32: its bytes/token below assume f32 and may be high"
-        )
+    head_f32 = rinfer_head_at_f32()  # the source the .sh just built gen_timing from
     rin, lla, tor, gbytes, gsize = {}, {}, None, {}, {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         d = pathlib.Path(tmp) / "qwen2.5-0.5b-shape"
@@ -446,11 +450,11 @@ def main() -> None:
         )
 
     for dt, r in rin.items():
-        row("rinfer", dt, r, rinfer_bytes(dt))
+        row("rinfer", dt, r, rinfer_bytes(dt, head_f32))
     for gt, r in lla.items():
         row("llama.cpp", gt, r, gbytes[gt])
     if tor is not None:
-        row("PyTorch", "f32", tor, rinfer_bytes("f32"))
+        row("PyTorch", "f32", tor, rinfer_bytes("f32", True))
 
     print()
     print(f"load average at the end (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -514,9 +518,9 @@ def main() -> None:
     c = param_counts()
     print(
         f"weights read per token: {c['layer_matrices'] / 1e6:.1f} M layer matrix elements, "
-        f"{c['lm_head'] / 1e6:.1f} M LM head, one embedding row; rinfer's LM head at f32 at every precision"
-        + ("" if head_f32 else " (ASSUMED: source changed)")
-        + "; llama.cpp's from the GGUF tensors"
+        f"{c['lm_head'] / 1e6:.1f} M LM head, one embedding row; rinfer's LM head "
+        + ("at f32 at every precision" if head_f32 else "in the layers' precision")
+        + " (src/models/decoder.rs at the start); llama.cpp's from the GGUF tensors"
     )
     notes.append(
         "rinfer's generated tokens are not printed by gen_timing, so only llama.cpp's are checked against PyTorch"
@@ -555,6 +559,7 @@ def main() -> None:
         "torch": {k: v for k, v in (tor or {}).items() if k != "tokens"},
         "greedy_agreement_with_torch": agree,
         "param_counts": c,
+        "rinfer_lm_head_f32": head_f32,
         "notes": notes,
     }
     (out / "generation_peers.json").write_text(json.dumps(result, indent=1))
