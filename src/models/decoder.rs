@@ -364,37 +364,7 @@ impl Decoder {
 
     /// Checks a batch against the model: offsets, id ranges, sequence lengths.
     pub fn validate(&self, batch: &TokenBatch) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidInput(m));
-        let offs = batch.offsets;
-        if offs.first() != Some(&0) || offs.last() != Some(&batch.ids.len()) {
-            return bad(format!(
-                "offsets must start at 0 and end at {} (the token count)",
-                batch.ids.len()
-            ));
-        }
-        let max = self.cfg.max_tokens();
-        for (i, w) in offs.windows(2).enumerate() {
-            if w[1] < w[0] {
-                return bad(format!("offsets decrease at sequence {i}"));
-            }
-            if w[1] - w[0] > max {
-                return bad(format!(
-                    "sequence {i} has {} tokens, more than the model's {max} positions",
-                    w[1] - w[0]
-                ));
-            }
-        }
-        if let Some(pos) = batch
-            .ids
-            .iter()
-            .position(|&t| t as usize >= self.cfg.vocab_size)
-        {
-            return bad(format!(
-                "token id {} at position {pos} is outside the vocabulary (size {})",
-                batch.ids[pos], self.cfg.vocab_size
-            ));
-        }
-        Ok(())
+        batch.check(self.cfg.max_tokens(), self.cfg.vocab_size)
     }
 
     /// Hidden states after the final norm, `[tokens x hidden]`, row-major.

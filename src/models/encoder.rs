@@ -294,6 +294,38 @@ impl TokenBatch<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Checks offsets (from 0 to the token count, never decreasing), each
+    /// sequence's length against `max_tokens` and every id against `vocab_size`.
+    pub fn check(&self, max_tokens: usize, vocab_size: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidInput(m));
+        let offs = self.offsets;
+        if offs.first() != Some(&0) || offs.last() != Some(&self.ids.len()) {
+            return bad(format!(
+                "offsets must start at 0 and end at {} (the token count)",
+                self.ids.len()
+            ));
+        }
+        for (i, w) in offs.windows(2).enumerate() {
+            if w[1] < w[0] {
+                return bad(format!("offsets decrease at sequence {i}"));
+            }
+            if w[1] - w[0] > max_tokens {
+                return bad(format!(
+                    "sequence {i} has {} tokens, more than the model's {} positions",
+                    w[1] - w[0],
+                    max_tokens
+                ));
+            }
+        }
+        if let Some(pos) = self.ids.iter().position(|&t| t as usize >= vocab_size) {
+            return bad(format!(
+                "token id {} at position {pos} is outside the vocabulary (size {})",
+                self.ids[pos], vocab_size
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An encoder (embeddings + layers) of any family [`EncoderConfig`] describes.
@@ -482,36 +514,8 @@ impl Encoder {
 
     /// Checks a batch against the model: offsets, id ranges, sequence lengths.
     pub fn validate(&self, batch: &TokenBatch) -> Result<()> {
+        batch.check(self.cfg.max_tokens(), self.cfg.vocab_size)?;
         let bad = |m: String| Err(Error::InvalidInput(m));
-        let offs = batch.offsets;
-        if offs.first() != Some(&0) || offs.last() != Some(&batch.ids.len()) {
-            return bad(format!(
-                "offsets must start at 0 and end at {} (the token count)",
-                batch.ids.len()
-            ));
-        }
-        for (i, w) in offs.windows(2).enumerate() {
-            if w[1] < w[0] {
-                return bad(format!("offsets decrease at sequence {i}"));
-            }
-            if w[1] - w[0] > self.cfg.max_tokens() {
-                return bad(format!(
-                    "sequence {i} has {} tokens, more than the model's {} positions",
-                    w[1] - w[0],
-                    self.cfg.max_tokens()
-                ));
-            }
-        }
-        if let Some(pos) = batch
-            .ids
-            .iter()
-            .position(|&t| t as usize >= self.cfg.vocab_size)
-        {
-            return bad(format!(
-                "token id {} at position {pos} is outside the vocabulary (size {})",
-                batch.ids[pos], self.cfg.vocab_size
-            ));
-        }
         if let Some(tt) = batch.type_ids.filter(|_| self.cfg.type_vocab_size > 0) {
             if tt.len() != batch.ids.len() {
                 return bad(format!(
