@@ -101,6 +101,17 @@ class RerankRequest(Strict):
     return_text: bool = False
 
 
+class ClassificationParameters(Strict):
+    """The text-classification task's parameters, which huggingface_hub's
+    ``InferenceClient.text_classification`` always sends (``{}`` when none is given).
+    TEI accepts and ignores them; rinfer applies them."""
+
+    function_to_apply: Literal["sigmoid", "softmax", "none"] | None = Field(
+        None, description="scores from the logits: sigmoid, softmax or none (the logits); default as TEI"
+    )
+    top_k: int | None = Field(None, ge=1, description="keep the K best labels of each input")
+
+
 class PredictRequest(Strict):
     """TEI ``POST /predict``: a text, a pair ``[a, b]``, or a batch of texts and pairs
     ``[[a], [a, b], ...]``."""
@@ -109,6 +120,7 @@ class PredictRequest(Strict):
     truncate: bool | None = None
     truncation_direction: Direction = "Right"
     raw_scores: bool = False
+    parameters: ClassificationParameters | None = None
 
 
 class Document(Strict):

@@ -277,16 +277,26 @@ async def predict(body: PredictRequest, request: Request):
     check_count(request, len(seqs))
     if state.kind == "reranker" and any(isinstance(s, str) for s in seqs):
         raise WrongModelError("the loaded model is a reranker; it scores pairs [string, string], not single texts")
+    params = body.parameters
+    apply = params.function_to_apply if params else None
+    if body.raw_scores and apply not in (None, "none"):
+        raise ApiError(
+            422,
+            "validation",
+            f"raw_scores asks for the logits, parameters.function_to_apply for {apply}; give one of them",
+            param="parameters.function_to_apply",
+        )
     logits = await run_engine(request, len(seqs), _logits_of, model, seqs, truncate_of(request, body.truncate))
-    if body.raw_scores:
+    if body.raw_scores or apply == "none":
         scores = logits.astype(np.float64)
-    elif logits.shape[1] == 1:
+    elif apply == "sigmoid" or (apply is None and logits.shape[1] == 1):
         scores = _sigmoid(logits)
     else:
         scores = _softmax(logits)
     labels = state.labels
+    top_k = params.top_k if params else None
     rows = [
-        sorted(({"label": labels[j], "score": float(v)} for j, v in enumerate(r)), key=lambda x: -x["score"])
+        sorted(({"label": labels[j], "score": float(v)} for j, v in enumerate(r)), key=lambda x: -x["score"])[:top_k]
         for r in scores
     ]
     return json_response(rows if batch else rows[0])
