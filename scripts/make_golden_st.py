@@ -8,7 +8,9 @@ sentence-transformers itself (6.x) and saved in its own folder format:
   (tanh, to 20 dims), Dense (identity, to 16 dims, no bias), Normalize; prompts
   {"query", "doc"} with "query" the default. Outputs with the default prompt, with
   each named prompt, with a literal prompt, without prompt, and with Matryoshka
-  truncation (truncate_dim 8, then normalize_embeddings) -> tests/data/st/*.
+  truncation (truncate_dim 8, then normalize_embeddings), token embeddings
+  (output_value="token_embeddings", with the "doc" prompt: one [tokens x 32]
+  matrix per text), and with max_seq_length set to 8 -> tests/data/st/*.
 
 Run in the bench environment:
     .bench-venv/bin/python scripts/make_golden_st.py
@@ -142,8 +144,14 @@ def main() -> None:
         "no_prompt": enc(prompt=""),
         "truncated_8": enc(prompt_name="doc", truncate_dim=8),
         "truncated_8_normalized": enc(prompt_name="doc", truncate_dim=8, normalize_embeddings=True),
+        "tokens_doc": [
+            {"shape": list(t.shape), "b64": f32_b64(t.numpy())}
+            for t in model.encode(TEXTS, output_value="token_embeddings", prompt_name="doc")
+        ],
         "made_by": "sentence-transformers " + __import__("sentence_transformers").__version__,
     }
+    model.max_seq_length = 8
+    golden["max_seq_length_8"] = enc()
     (d / "golden.json").write_text(json.dumps(golden))
     print("st-dense-prompts:", sorted(p.name for p in d.iterdir()))
 

@@ -2,6 +2,7 @@
 //! model's limit (or refuses long inputs), never pads, and returns ragged batches.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use tokenizers::{EncodeInput, TruncationParams, TruncationStrategy};
 
@@ -54,19 +55,46 @@ pub struct Token {
 }
 
 /// `tokenizer.json` with rinfer's policy: truncation to `max_len`, no padding.
-#[derive(Clone)]
 pub struct Tokenizer {
-    truncating: tokenizers::Tokenizer,
+    /// The truncating tokenizer with its limit, swapped whole by
+    /// [`Self::set_max_len`] (a call reads one consistent pair).
+    limited: RwLock<Arc<Limited>>,
     whole: tokenizers::Tokenizer,
+}
+
+/// A tokenizer that cuts inputs to `max_len` tokens.
+struct Limited {
+    tk: tokenizers::Tokenizer,
     max_len: usize,
+}
+
+impl Clone for Tokenizer {
+    fn clone(&self) -> Self {
+        Self {
+            limited: RwLock::new(self.limited()),
+            whole: self.whole.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
-            .field("max_len", &self.max_len)
+            .field("max_len", &self.max_len())
             .finish()
     }
+}
+
+/// `whole` with truncation to `max_len` tokens (special tokens included).
+fn limited(whole: &tokenizers::Tokenizer, max_len: usize) -> Result<Limited> {
+    let mut tk = whole.clone();
+    tk.with_truncation(Some(TruncationParams {
+        max_length: max_len,
+        strategy: TruncationStrategy::LongestFirst,
+        ..Default::default()
+    }))
+    .map_err(tok_err)?;
+    Ok(Limited { tk, max_len })
 }
 
 fn tok_err(e: impl std::fmt::Display) -> Error {
@@ -91,24 +119,29 @@ impl Tokenizer {
         })?;
         whole.with_padding(None);
         whole.with_truncation(None).map_err(tok_err)?;
-        let mut truncating = whole.clone();
-        truncating
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                strategy: TruncationStrategy::LongestFirst,
-                ..Default::default()
-            }))
-            .map_err(tok_err)?;
         Ok(Self {
-            truncating,
+            limited: RwLock::new(Arc::new(limited(&whole, max_len)?)),
             whole,
-            max_len,
         })
     }
 
     /// The token limit.
     pub fn max_len(&self) -> usize {
-        self.max_len
+        self.limited().max_len
+    }
+
+    /// Changes the token limit for the calls that start after this one.
+    pub fn set_max_len(&self, max_len: usize) -> Result<()> {
+        let new = Arc::new(limited(&self.whole, max_len)?);
+        *self.limited.write().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+
+    fn limited(&self) -> Arc<Limited> {
+        self.limited
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Tokens the tokenizer can produce (its vocabulary and added tokens).
@@ -131,11 +164,9 @@ impl Tokenizer {
     /// Each text's tokens with their text, whether they are special (`[CLS]`,
     /// `[SEP]`) and their character span in the input (`None` for special tokens).
     pub fn tokens<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Vec<Vec<Token>>> {
-        let tk = if truncate {
-            &self.truncating
-        } else {
-            &self.whole
-        };
+        let lim = self.limited();
+        let max_len = lim.max_len;
+        let tk = if truncate { &lim.tk } else { &self.whole };
         let inputs: Vec<EncodeInput> = texts.iter().map(|t| t.as_ref().into()).collect();
         let encodings =
             crate::kernels::threads::install(|| tk.encode_batch_char_offsets(inputs, true))
@@ -144,11 +175,11 @@ impl Tokenizer {
             .iter()
             .enumerate()
             .map(|(index, e)| {
-                if e.len() > self.max_len {
+                if e.len() > max_len {
                     return Err(Error::InputTooLong {
                         index,
                         tokens: e.len(),
-                        max: self.max_len,
+                        max: max_len,
                     });
                 }
                 Ok((0..e.len())
@@ -200,11 +231,9 @@ impl Tokenizer {
     }
 
     fn run(&self, inputs: Vec<EncodeInput>, truncate: bool) -> Result<Encoded> {
-        let tk = if truncate {
-            &self.truncating
-        } else {
-            &self.whole
-        };
+        let lim = self.limited();
+        let max_len = lim.max_len;
+        let tk = if truncate { &lim.tk } else { &self.whole };
         // On rinfer's pool, so `RINFER_NUM_THREADS` bounds tokenization too.
         let encodings = crate::kernels::threads::install(|| tk.encode_batch_fast(inputs, true))
             .map_err(tok_err)?;
@@ -216,11 +245,11 @@ impl Tokenizer {
         };
         out.offsets.push(0);
         for (index, e) in encodings.iter().enumerate() {
-            if e.len() > self.max_len {
+            if e.len() > max_len {
                 return Err(Error::InputTooLong {
                     index,
                     tokens: e.len(),
-                    max: self.max_len,
+                    max: max_len,
                 });
             }
             out.ids.extend_from_slice(e.get_ids());

@@ -1,7 +1,9 @@
 //! sentence-transformers modules around the encoder against sentence-transformers
 //! itself (`scripts/make_golden_st.py`): Pooling with `include_prompt: false`, two
 //! Dense layers (tanh with bias, identity without), Normalize; named, default and
-//! literal prompts; Matryoshka truncation with and without renormalisation.
+//! literal prompts; Matryoshka truncation with and without renormalisation; token
+//! embeddings (`output_value="token_embeddings"`) and a `max_seq_length` set at run
+//! time.
 
 mod common;
 
@@ -92,6 +94,59 @@ fn dense_prompts_and_truncation_match_sentence_transformers() {
         &f32s(&g["truncated_8"]),
         "load-time truncation",
     );
+}
+
+#[test]
+fn token_embeddings_and_max_seq_length_match_sentence_transformers() {
+    let g = golden(&dir().join("golden.json"));
+    let texts = strings(&g["texts"]);
+    let model = Embedder::load(dir()).unwrap();
+    let opts = EncodeOptions {
+        prompt_name: Some("doc".into()),
+        batch_size: 4,
+        ..Default::default()
+    };
+    let got = model.encode_tokens(&texts, &opts).unwrap();
+    let want = g["tokens_doc"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (m, w)) in got.iter().zip(want).enumerate() {
+        let shape: Vec<usize> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(m.dim(), (shape[0], shape[1]), "text {i}");
+        assert_parity(m, &f32s(&w["b64"]), &format!("token embeddings of text {i}"));
+    }
+    // From token ids: the same rows.
+    let ids = model.tokenizer().encode(&[format!("passage: {}", texts[1])], true).unwrap();
+    let by_ids = model
+        .encode_ids_tokens(&[ids.ids_of(0)], &EncodeOptions::default())
+        .unwrap();
+    assert_eq!(by_ids[0], got[1]);
+
+    assert_eq!(model.max_seq_length(), 48);
+    model.set_max_seq_length(8).unwrap();
+    assert_eq!(model.max_seq_length(), 8);
+    assert_eq!(model.info().max_seq_length, 8);
+    let short = model.encode(&texts).unwrap();
+    assert_parity(&short, &f32s(&g["max_seq_length_8"]), "max_seq_length 8");
+    let strict = EncodeOptions {
+        truncate: false,
+        ..Default::default()
+    };
+    assert!(matches!(
+        model.encode_with(&texts[4..5], &strict),
+        Err(Error::InputTooLong { max: 8, .. })
+    ));
+    for bad in [0, 65] {
+        assert!(matches!(
+            model.set_max_seq_length(bad),
+            Err(Error::InvalidInput(m)) if m.contains("1..=64")
+        ));
+    }
+    assert_eq!(model.max_seq_length(), 8);
 }
 
 #[test]

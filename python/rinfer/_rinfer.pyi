@@ -133,6 +133,21 @@ class Embedder:
         batch_size: int = 128,
         normalize: bool | None = None,
     ) -> npt.NDArray[np.float32]: ...
+    def encode_tokens(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = 128,
+        truncate: bool = True,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+    ) -> Any: ...
+    def encode_ids_tokens(
+        self,
+        ids: Sequence[npt.NDArray[np.integer[Any]] | Sequence[int]],
+        *,
+        batch_size: int = 128,
+    ) -> list[npt.NDArray[np.float32]]: ...
     def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True) -> list[npt.NDArray[np.uint32]]: ...
     def tokens(
         self, texts: str | Sequence[str], *, truncate: bool = True
@@ -159,6 +174,8 @@ class Embedder:
     def dim(self) -> int: ...
     @property
     def max_seq_length(self) -> int: ...
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None: ...
     @property
     def normalizes(self) -> bool: ...
     @property

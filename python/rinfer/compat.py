@@ -112,11 +112,8 @@ class SentenceTransformer:
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        if value != self._model.max_seq_length:
-            raise UnsupportedError(
-                f"max_seq_length is fixed at load ({self._model.max_seq_length}); "
-                "set max_seq_length in the folder's sentence_bert_config.json instead"
-            )
+        # 1 up to the model's positions; longer inputs are cut to it from now on.
+        self._model.max_seq_length = value
 
     def get_sentence_embedding_dimension(self) -> int:
         return self.truncate_dim or self._model.dim
@@ -140,11 +137,22 @@ class SentenceTransformer:
         truncate_dim: int | None = None,
         **_ignored: Any,
     ) -> Any:
-        """Embeddings as sentence-transformers computes them; a str gives a 1-D array."""
-        if output_value != "sentence_embedding":
-            raise UnsupportedError(f"output_value {output_value!r}: rinfer returns sentence embeddings only")
+        """Embeddings as sentence-transformers computes them; a str gives a 1-D array.
+
+        ``output_value="token_embeddings"`` gives each text's token embeddings (the
+        encoder's last hidden state, prompt and special tokens included) as a float32
+        array of shape (tokens, hidden), in a list (one array for a str); ``None``
+        gives a dict per text with ``sentence_embedding``, ``token_embeddings``,
+        ``input_ids`` and ``attention_mask``. Arrays are numpy's, torch or not.
+        """
+        if output_value not in ("sentence_embedding", "token_embeddings", None):
+            raise InvalidInputError(
+                f"output_value {output_value!r} is not one of 'sentence_embedding', 'token_embeddings', None"
+            )
         if precision not in PRECISIONS:
             raise InvalidInputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if output_value != "sentence_embedding" and precision != "float32":
+            raise InvalidInputError(f"precision {precision!r} applies to sentence embeddings only")
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
         if prompt is None:
@@ -153,6 +161,9 @@ class SentenceTransformer:
                 if name not in self.prompts:
                     raise InvalidInputError(f"prompt_name {name!r} is not one of {sorted(self.prompts)}")
                 prompt = self.prompts[name]
+        if output_value != "sentence_embedding":
+            kw = {"truncate_dim": truncate_dim, "normalize_embeddings": normalize_embeddings}
+            return self._token_outputs(texts, single, batch_size, prompt or "", output_value is None, kw)
         dim = truncate_dim or self.truncate_dim
         rows = []
         steps = range(0, len(texts), max(batch_size, 1))
@@ -182,6 +193,28 @@ class SentenceTransformer:
         if not convert_to_numpy:
             return list(out)
         return out
+
+    def _token_outputs(
+        self, texts: list[str], single: bool, batch_size: int, prompt: str, everything: bool, kw: dict[str, Any]
+    ) -> Any:
+        """``encode``'s ``output_value="token_embeddings"`` and ``None``."""
+        tokens: list[np.ndarray] = []
+        for start in range(0, len(texts), max(batch_size, 1)):
+            tokens += self._model.encode_tokens(texts[start : start + batch_size], batch_size=batch_size, prompt=prompt)
+        if not everything:
+            return tokens[0] if single else tokens
+        sentence = self.encode(texts, batch_size=batch_size, prompt=prompt, **kw)
+        ids = self._model.tokenize([prompt + t for t in texts])
+        out = [
+            {
+                "sentence_embedding": sentence[i],
+                "token_embeddings": tokens[i],
+                "input_ids": ids[i].astype(np.int64),
+                "attention_mask": np.ones(len(ids[i]), dtype=np.int64),
+            }
+            for i in range(len(texts))
+        ]
+        return out[0] if single else out
 
     def encode_query(self, sentences: str | Sequence[str], **kw: Any) -> Any:
         """``encode`` with the prompt named "query" when the model has one."""

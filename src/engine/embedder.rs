@@ -168,7 +168,14 @@ impl Embedder {
 
     /// Longest input in tokens (special tokens included) before truncation.
     pub fn max_seq_length(&self) -> usize {
-        self.folder.max_len
+        self.folder.max_len()
+    }
+
+    /// Changes the input limit (1 up to the positions the model has) for the calls
+    /// that start after this one: longer inputs are cut to it, or refused when a
+    /// call does not truncate. sentence-transformers' settable `max_seq_length`.
+    pub fn set_max_seq_length(&self, n: usize) -> Result<()> {
+        self.folder.set_max_len(n)
     }
 
     /// Whether vectors are L2-normalised by default.
@@ -220,6 +227,57 @@ impl Embedder {
             let rows = self.embed(&enc, opts.normalize, skip, dim)?;
             Ok((enc.len(), rows))
         })
+    }
+
+    /// The encoder's last hidden state of every token of each text (special and
+    /// prompt tokens included): sentence-transformers' `token_embeddings`, before
+    /// pooling, Dense and Normalize; one `[tokens x hidden]` matrix per text.
+    pub fn encode_tokens<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        opts: &EncodeOptions,
+    ) -> Result<Vec<Array2<f32>>> {
+        let bs = opts.batch_size.max(1);
+        let prompt = self.prompt_of(opts)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for start in (0..texts.len()).step_by(bs) {
+            let chunk = &texts[start..(start + bs).min(texts.len())];
+            let enc = self.tokenize(chunk, prompt, opts.truncate, start)?;
+            out.extend(self.token_rows(&enc)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::encode_tokens`] of sequences given as token ids (as [`Self::encode_ids`]).
+    pub fn encode_ids_tokens<S: AsRef<[u32]>>(
+        &self,
+        seqs: &[S],
+        opts: &EncodeOptions,
+    ) -> Result<Vec<Array2<f32>>> {
+        let bs = opts.batch_size.max(1);
+        let mut out = Vec::with_capacity(seqs.len());
+        for start in (0..seqs.len()).step_by(bs) {
+            let chunk = &seqs[start..(start + bs).min(seqs.len())];
+            let enc = encoded_from_ids(chunk, self.folder.max_len())
+                .map_err(|e| shift_index(e, start))?;
+            out.extend(self.token_rows(&enc)?);
+        }
+        Ok(out)
+    }
+
+    /// The hidden state of a ragged batch, one matrix per sequence.
+    fn token_rows(&self, enc: &Encoded) -> Result<Vec<Array2<f32>>> {
+        self.dense_only()?;
+        let hidden = self.folder.hidden(enc)?;
+        let h = self.folder.cfg.hidden_size();
+        Ok(enc
+            .offsets
+            .windows(2)
+            .map(|w| {
+                let rows = hidden[w[0] * h..w[1] * h].to_vec();
+                Array2::from_shape_vec((w[1] - w[0], h), rows).expect("rows of `hidden` values")
+            })
+            .collect())
     }
 
     /// Tokenizes texts `start..` of a call with the prompt prepended (input
@@ -304,7 +362,7 @@ impl Embedder {
         self.run(seqs.len(), dim, |start| {
             let chunk = &seqs[start..(start + bs).min(seqs.len())];
             let enc =
-                encoded_from_ids(chunk, self.folder.max_len).map_err(|e| shift_index(e, start))?;
+                encoded_from_ids(chunk, self.folder.max_len()).map_err(|e| shift_index(e, start))?;
             let rows = self.embed(&enc, opts.normalize, 0, dim)?;
             Ok((enc.len(), rows))
         })

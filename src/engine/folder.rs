@@ -63,7 +63,6 @@ pub(crate) struct Folder {
     pub(crate) cfg: ModelConfig,
     pub(crate) model: Model,
     pub(crate) tokenizer: Tokenizer,
-    pub(crate) max_len: usize,
     pub(crate) requested: Precision,
     pub(crate) quality: Option<Quality>,
     pub(crate) note: Option<String>,
@@ -90,7 +89,7 @@ impl Folder {
         }
         let cfg = config::from_file(&dir.join("config.json"))?;
         let weights = Weights::open_dir(dir)?.with_prefixes(cfg.prefixes());
-        let max_len = Self::max_len(dir, &cfg)?;
+        let max_len = Self::configured_max_len(dir, &cfg)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path, max_len)?;
         // Decoder tokenizers may add tokens past the embedding table (Gemma 3's
@@ -125,7 +124,6 @@ impl Folder {
             cfg,
             model,
             tokenizer,
-            max_len,
             requested: opts.dtype,
             quality: None,
             note,
@@ -172,9 +170,25 @@ impl Folder {
         Ok(Quality::compare(&want, &got, h))
     }
 
+    /// The current input limit in tokens (special tokens included).
+    pub(crate) fn max_len(&self) -> usize {
+        self.tokenizer.max_len()
+    }
+
+    /// Sets the input limit, within the positions the model has.
+    pub(crate) fn set_max_len(&self, n: usize) -> Result<()> {
+        let limit = self.cfg.max_tokens();
+        if n == 0 || n > limit {
+            return Err(Error::InvalidInput(format!(
+                "max_seq_length {n} must be in 1..={limit} (the model's positions)"
+            )));
+        }
+        self.tokenizer.set_max_len(n)
+    }
+
     /// `sentence_bert_config.json`'s `max_seq_length`, else the tokenizer config's
     /// `model_max_length`, else the positions the model has.
-    fn max_len(dir: &Path, cfg: &ModelConfig) -> Result<usize> {
+    fn configured_max_len(dir: &Path, cfg: &ModelConfig) -> Result<usize> {
         let limit = cfg.max_tokens();
         let sbert = dir.join("sentence_bert_config.json");
         if sbert.is_file() {
@@ -211,7 +225,7 @@ impl Folder {
             hidden_size: self.cfg.hidden_size(),
             layers: self.cfg.num_layers(),
             dim,
-            max_seq_length: self.max_len,
+            max_seq_length: self.max_len(),
             dtype: self.model.precision().name(),
             requested_dtype: self.requested.name(),
             isa: self.model.kernels().isa.name(),

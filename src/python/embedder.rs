@@ -292,43 +292,7 @@ impl PyEmbedder {
         batch_size: usize,
         normalize: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mut seqs: Vec<Vec<u32>> = Vec::new();
-        let bad = |i: usize| {
-            to_py(Error::InvalidInput(format!(
-                "ids[{i}] holds a token id outside 0..2^32"
-            )))
-        };
-        for (i, item) in ids
-            .try_iter()
-            .map_err(|_| PyTypeError::new_err("`ids` must be a sequence of sequences of int"))?
-            .enumerate()
-        {
-            let item = item?;
-            let seq: Vec<u32> = if let Ok(a) = item.extract::<PyReadonlyArray1<'_, u32>>() {
-                a.as_slice()
-                    .map(<[u32]>::to_vec)
-                    .unwrap_or_else(|_| a.as_array().to_vec())
-            } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i64>>() {
-                let v = a.as_array();
-                v.iter()
-                    .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
-                    .collect::<PyResult<_>>()?
-            } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i32>>() {
-                let v = a.as_array();
-                v.iter()
-                    .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
-                    .collect::<PyResult<_>>()?
-            } else if let Ok(v) = item.extract::<Vec<i64>>() {
-                v.into_iter()
-                    .map(|x| u32::try_from(x).map_err(|_| bad(i)))
-                    .collect::<PyResult<_>>()?
-            } else {
-                return Err(PyTypeError::new_err(format!(
-                    "ids[{i}] must be a 1-D integer numpy array or a list of int"
-                )));
-            };
-            seqs.push(seq);
-        }
+        let seqs = ids_arg(ids)?;
         let opts = EncodeOptions {
             normalize,
             truncate: false,
@@ -338,6 +302,53 @@ impl PyEmbedder {
         let inner = self.inner.clone();
         let arr = detached(py, move || inner.encode_ids(&seqs, &opts))?;
         Ok(arr.into_pyarray(py).into_any())
+    }
+
+    /// Token embeddings (sentence-transformers' `output_value="token_embeddings"`):
+    /// the encoder's last hidden state of every token of each text, prompt and
+    /// special tokens included, before pooling, Dense and Normalize. A list of
+    /// float32 arrays of shape (tokens, hidden); one array for one str.
+    #[pyo3(signature = (texts, *, batch_size=128, truncate=true, prompt_name=None, prompt=None))]
+    fn encode_tokens<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        batch_size: usize,
+        truncate: bool,
+        prompt_name: Option<String>,
+        prompt: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (texts, single) = texts_arg(texts, "texts")?;
+        let opts = EncodeOptions {
+            truncate,
+            batch_size,
+            prompt_name,
+            prompt,
+            ..Default::default()
+        };
+        let inner = self.inner.clone();
+        let mats = detached(py, move || inner.encode_tokens(&texts, &opts))?;
+        matrices_to_py(py, mats, single)
+    }
+
+    /// `encode_tokens` of token-id sequences (special tokens included; no prompt):
+    /// a list of float32 arrays of shape (tokens, hidden).
+    #[pyo3(signature = (ids, *, batch_size=128))]
+    fn encode_ids_tokens<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let seqs = ids_arg(ids)?;
+        let opts = EncodeOptions {
+            truncate: false,
+            batch_size,
+            ..Default::default()
+        };
+        let inner = self.inner.clone();
+        let mats = detached(py, move || inner.encode_ids_tokens(&seqs, &opts))?;
+        matrices_to_py(py, mats, false)
     }
 
     /// Token ids of each text (special tokens included), as uint32 arrays.
@@ -515,10 +526,16 @@ impl PyEmbedder {
         self.inner.dim()
     }
 
-    /// Longest input in tokens before truncation.
+    /// Longest input in tokens before truncation. Settable (1 up to the model's
+    /// positions): calls that start afterwards cut inputs to the new limit.
     #[getter]
     fn max_seq_length(&self) -> usize {
         self.inner.max_seq_length()
+    }
+
+    #[setter]
+    fn set_max_seq_length(&self, n: usize) -> PyResult<()> {
+        self.inner.set_max_seq_length(n).map_err(to_py)
     }
 
     /// Whether vectors are L2-normalised by default.
@@ -541,5 +558,64 @@ impl PyEmbedder {
             i.dim,
             i.isa
         )
+    }
+}
+
+/// Token-id sequences from Python: each a 1-D integer numpy array or a list of int.
+fn ids_arg(ids: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
+    let mut seqs: Vec<Vec<u32>> = Vec::new();
+    let bad = |i: usize| {
+        to_py(Error::InvalidInput(format!(
+            "ids[{i}] holds a token id outside 0..2^32"
+        )))
+    };
+    for (i, item) in ids
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("`ids` must be a sequence of sequences of int"))?
+        .enumerate()
+    {
+        let item = item?;
+        let seq: Vec<u32> = if let Ok(a) = item.extract::<PyReadonlyArray1<'_, u32>>() {
+            a.as_slice()
+                .map(<[u32]>::to_vec)
+                .unwrap_or_else(|_| a.as_array().to_vec())
+        } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i64>>() {
+            let v = a.as_array();
+            v.iter()
+                .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
+                .collect::<PyResult<_>>()?
+        } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i32>>() {
+            let v = a.as_array();
+            v.iter()
+                .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
+                .collect::<PyResult<_>>()?
+        } else if let Ok(v) = item.extract::<Vec<i64>>() {
+            v.into_iter()
+                .map(|x| u32::try_from(x).map_err(|_| bad(i)))
+                .collect::<PyResult<_>>()?
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "ids[{i}] must be a 1-D integer numpy array or a list of int"
+            )));
+        };
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+/// One float32 array per matrix: a list, or the array itself for one str.
+fn matrices_to_py(
+    py: Python<'_>,
+    mats: Vec<ndarray::Array2<f32>>,
+    single: bool,
+) -> PyResult<Bound<'_, PyAny>> {
+    let arrays: Vec<Bound<'_, PyAny>> = mats
+        .into_iter()
+        .map(|m| m.into_pyarray(py).into_any())
+        .collect();
+    if single {
+        Ok(arrays.into_iter().next().expect("one text, one matrix"))
+    } else {
+        Ok(pyo3::types::PyList::new(py, arrays)?.into_any())
     }
 }

@@ -60,11 +60,53 @@ def test_precisions_similarity_and_errors():
         model.encode("x", precision="float16")
     with pytest.raises(rinfer.InvalidInputError):
         model.encode("x", prompt_name="nope")
-    with pytest.raises(rinfer.UnsupportedError):
-        model.encode("x", output_value="token_embeddings")
+    with pytest.raises(rinfer.InvalidInputError):
+        model.encode("x", output_value="pooled")
+    with pytest.raises(rinfer.InvalidInputError):
+        model.encode("x", output_value="token_embeddings", precision="int8")
     with pytest.raises(rinfer.UnsupportedError):
         SentenceTransformer(ST, device="cuda")
     assert model.tokenize(["hello world"])["input_ids"][0][0] == model._model.tokenize("hello world")[0][0]
+
+
+def test_token_embeddings_match_sentence_transformers():
+    model = SentenceTransformer(str(ST))
+    texts = G["texts"]
+    got = model.encode(texts, output_value="token_embeddings", prompt_name="doc", batch_size=4)
+    assert isinstance(got, list) and len(got) == len(texts)
+    for g, w in zip(got, G["tokens_doc"], strict=True):
+        want_rows = np.frombuffer(base64.b64decode(w["b64"]), dtype="<f4").reshape(w["shape"])
+        assert g.dtype == np.float32 and g.shape == tuple(w["shape"])
+        assert np.abs(g - want_rows).max() <= 1e-4
+    one = model.encode(texts[1], output_value="token_embeddings", prompt_name="doc")
+    assert np.array_equal(one, got[1])
+    # output_value=None: every output of each text, as sentence-transformers gives them.
+    everything = model.encode(texts[:2], output_value=None, prompt_name="doc")
+    assert np.abs(everything[1]["sentence_embedding"] - want("doc")[1]).max() <= 1e-4
+    assert np.array_equal(everything[1]["token_embeddings"], got[1])
+    assert len(everything[1]["input_ids"]) == len(got[1]) == everything[1]["attention_mask"].sum()
+    # The engine's own call, from token ids: the same rows.
+    ids = model._model.tokenize("passage: " + texts[1])[0]
+    assert np.abs(model._model.encode_ids_tokens([ids])[0] - got[1]).max() <= 1e-6
+
+
+def test_max_seq_length_is_settable_as_in_sentence_transformers():
+    model = SentenceTransformer(str(ST))
+    assert model.max_seq_length == 48
+    model.max_seq_length = 8
+    assert model.max_seq_length == 8 and model._model.model_info["max_seq_length"] == 8
+    got = model.encode(G["texts"])
+    assert np.abs(got - want("max_seq_length_8")).max() <= 1e-4
+    assert all(len(r) <= 8 for r in model.tokenize(G["texts"])["input_ids"])
+    with pytest.raises(rinfer.InputTooLongError):
+        model._model.encode(G["texts"][4], truncate=False)
+    # Within the model's positions (64 here); a bad value leaves the limit as it was.
+    for bad in (0, 65):
+        with pytest.raises(rinfer.InvalidInputError, match="max_seq_length"):
+            model.max_seq_length = bad
+    assert model.max_seq_length == 8
+    model.max_seq_length = 64
+    assert model.max_seq_length == 64 and len(model.tokenize(G["texts"])["input_ids"][4]) > 8
 
 
 def test_hub_ids_resolve_from_the_local_cache(tmp_path, monkeypatch):

@@ -197,9 +197,34 @@ def test_embeddings_alias_and_root_health(client):
     assert client.get("/ping").json() == {"status": "ok"}
 
 
-def test_embed_all_says_it_is_not_available(client):
-    r = client.post("/embed_all", json={"inputs": "x"})
-    assert r.status_code == 501 and "per-token" in r.json()["error"] and r.json()["error_type"] == "Backend"
+def test_embed_all_gives_every_tokens_vector(client, embedder, golden, tiny_dir):
+    texts = ["a cat sits on the mat", "hello"]
+    r = client.post("/embed_all", json={"inputs": texts})
+    assert r.status_code == 200 and int(r.headers["x-compute-tokens"]) == sum(len(t) for t in embedder.tokenize(texts))
+    want = embedder.encode_tokens(texts)
+    got = r.json()
+    assert [np.shape(g) for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert np.abs(np.asarray(g, dtype=np.float32) - w).max() <= 1e-6
+    # One text: a batch of one, as TEI answers; token ids as /embed takes them.
+    one = client.post("/embed_all", json={"inputs": "hello"}).json()
+    assert np.allclose(one[0], got[1], atol=1e-6)
+    ids = client.post("/embed_all", json={"inputs": golden["ids"][0]}).json()
+    assert np.allclose(ids[0], embedder.encode_ids_tokens([golden["ids"][0]])[0], atol=1e-6)
+    # Truncation as /embed does it: by default cut to the limit (256), else 422.
+    long = "word " * 400
+    assert len(client.post("/embed_all", json={"inputs": long}).json()[0]) == embedder.max_seq_length
+    r = client.post("/embed_all", json={"inputs": long, "truncate": False})
+    assert r.status_code == 422 and r.json()["error_type"] == "Validation"
+    left = client.post("/embed_all", json={"inputs": long, "truncation_direction": "Left"}).json()[0]
+    assert len(left) == embedder.max_seq_length
+    r = client.post("/embed_all", json={"inputs": "x", "prompt_name": "nope"})
+    assert r.status_code == 422 and "prompt_name" in r.json()["error"]
+    r = client.post("/embed_all", json={"inputs": ["x"] * 9})
+    assert r.status_code == 413
+    with TestClient(create_app(Settings(model_path=str(tiny_dir / "reranker")))) as c:
+        r = c.post("/embed_all", json={"inputs": "x"})
+        assert r.status_code == 424 and r.json()["error_type"] == "Backend"
 
 
 def test_invocations_dispatch_by_model_kind(client, tiny_dir):

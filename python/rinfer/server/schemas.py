@@ -48,6 +48,15 @@ class EmbedRequest(Strict):
     dimensions: int | None = Field(None, ge=1)
 
 
+class EmbedAllRequest(Strict):
+    """TEI ``POST /embed_all``: every token's vector (the encoder's last hidden state)."""
+
+    inputs: str | list[str] | TokenIds | list[str | TokenIds]
+    truncate: bool | None = Field(None, description="default: the server's --auto-truncate (true)")
+    truncation_direction: Direction = "Right"
+    prompt_name: str | None = Field(None, description="a prompt of the model's config, prepended to every input")
+
+
 class DecodeRequest(Strict):
     """TEI ``POST /decode``."""
 

@@ -19,6 +19,7 @@ from ..decode import Decoder
 from ..errors import ApiError, WrongModelError
 from ..schemas import (
     DecodeRequest,
+    EmbedAllRequest,
     EmbedRequest,
     EmbedSparseRequest,
     PredictRequest,
@@ -54,9 +55,10 @@ def _split_inputs(inputs) -> tuple[list, bool]:
     return list(inputs), any(isinstance(x, list) for x in inputs)
 
 
-def _encode_mixed(model, items: list, normalize: bool | None, truncate: bool, left: bool):
-    """Texts (tokenised, truncated as asked) and token ids (cut to the model's limit
-    from the side asked when truncating, else refused when too long) in one call."""
+def _ids_of(model, items: list, truncate: bool, left: bool) -> list[np.ndarray]:
+    """Token ids of texts (tokenised, truncated as asked) and of token-id inputs (cut
+    to the model's limit from the side asked when truncating, else refused when too
+    long)."""
     limit = model.max_seq_length
     ids = []
     for i, x in enumerate(items):
@@ -72,7 +74,19 @@ def _encode_mixed(model, items: list, normalize: bool | None, truncate: bool, le
         if not x:
             raise ApiError(422, "validation", f"inputs[{i}]: no token ids", param="inputs")
         ids.append(np.asarray(x, dtype=np.uint32))
+    return ids
+
+
+def _encode_mixed(model, items: list, normalize: bool | None, truncate: bool, left: bool):
+    """Texts and token ids in one call: pooled vectors and the tokens they took."""
+    ids = _ids_of(model, items, truncate, left)
     return model.encode_ids(ids, normalize=normalize), sum(len(x) for x in ids)
+
+
+def _token_embeddings(model, items: list, truncate: bool, left: bool):
+    """Every token's vector of texts and token ids, and the tokens they took."""
+    ids = _ids_of(model, items, truncate, left)
+    return model.encode_ids_tokens(ids), sum(len(x) for x in ids)
 
 
 @router.post("/embed", summary="Embed texts or token ids (TEI-compatible)")
@@ -110,14 +124,24 @@ async def embed(body: EmbedRequest, request: Request):
     )
 
 
-@router.post("/embed_all", summary="Token embeddings (TEI-compatible; not available in rinfer)")
-async def embed_all(request: Request):
-    embedder_of(request)
-    raise ApiError(
-        501,
-        "internal",
-        "/embed_all needs per-token vectors, which rinfer's engine does not expose; use /embed (pooled vectors)",
-    )
+@router.post("/embed_all", summary="Every token's vector, the encoder's last hidden state (TEI-compatible)")
+async def embed_all(body: EmbedAllRequest, request: Request):
+    start = time.perf_counter()
+    model = embedder_of(request)
+    if model.is_sparse:
+        raise WrongModelError("/embed_all needs a dense embedding model; this one is sparse (use /embed_sparse)")
+    items, has_ids = _split_inputs(body.inputs)
+    if has_ids and body.prompt_name is not None:
+        raise ApiError(422, "validation", "prompt_name applies to texts, not token ids", param="prompt_name")
+    prompt = prompt_text(request, model, body.prompt_name) if not has_ids else None
+    if prompt:
+        items = [prompt + x for x in items]
+    truncate = settings_of(request).auto_truncate if body.truncate is None else body.truncate
+    left = body.truncation_direction[0] in "Ll"
+    check_count(request, len(items))
+    rows, tokens = await run_engine(request, len(items), _token_embeddings, model, items, truncate, left)
+    chars = sum(len(x) for x in items if isinstance(x, str))
+    return json_response(rows, headers=timing_headers(request, start, tokens, chars))
 
 
 def _decoder(request: Request) -> Decoder:
