@@ -186,3 +186,18 @@ def test_cohere_client_rerank(rerank_server):
 
     with pytest.raises(cohere.errors.UnauthorizedError):
         cohere.Client(api_key="wrong", base_url=rerank_server).rerank(query="q", documents=["a"])
+
+
+def test_cohere_client_v2_rerank(rerank_server):
+    g = json.loads((TINY / "reranker/golden.json").read_text())
+    want = rinfer.CrossEncoder(TINY / "reranker").rank(g["query"], g["texts"])
+    co = cohere.ClientV2(api_key=KEY, base_url=rerank_server)
+    resp = co.rerank(model="rerank-v3.5", query=g["query"], documents=g["texts"], top_n=2)
+    assert resp.id and [r.index for r in resp.results] == [w["corpus_id"] for w in want[:2]]
+    np.testing.assert_allclose([r.relevance_score for r in resp.results], [w["score"] for w in want[:2]], atol=1e-6)
+    every = co.rerank(model="rerank-v3.5", query=g["query"], documents=g["texts"], max_tokens_per_doc=4096)
+    assert [r.index for r in every.results] == [w["corpus_id"] for w in want]
+    with pytest.raises(cohere.errors.UnprocessableEntityError):
+        co.rerank(model="m", query="q", documents=["a"], relevant_spans={"enabled": True})
+    with pytest.raises(cohere.errors.UnauthorizedError):
+        cohere.ClientV2(api_key="wrong", base_url=rerank_server).rerank(model="m", query="q", documents=["a"])

@@ -52,7 +52,8 @@ def test_openai_embeddings_float_and_base64(client, golden):
 
 
 def test_official_openai_client_works_unchanged(client, golden):
-    openai = pytest.importorskip("openai")
+    import openai  # in the test lock: missing is a failure, not a skip
+
     oc = openai.OpenAI(api_key="unused", base_url="http://testserver/v1", http_client=client)
     resp = oc.embeddings.create(model="all-MiniLM-L6-v2", input=golden["texts"][:3])
     got = np.array([d.embedding for d in resp.data], dtype=np.float32)

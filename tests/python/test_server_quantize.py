@@ -103,7 +103,8 @@ def test_python_api_precision_and_http_share_one_implementation(client, model_di
 
 
 def test_openai_client_decodes_quantised_base64(client):
-    openai = pytest.importorskip("openai")
+    import openai  # in the test lock: missing is a failure, not a skip
+
     oc = openai.OpenAI(api_key="unused", base_url="http://testserver/v1", http_client=client)
     # the client asks for base64 by default and decodes little-endian float32
     resp = oc.embeddings.create(model="m", input=TEXTS, extra_body={"embedding_type": "int8"})

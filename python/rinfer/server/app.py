@@ -351,6 +351,7 @@ def create_app(settings: Settings | None = None, *, _peer: bool = False) -> Fast
     if not _peer:
         app.include_router(jobs.router, dependencies=protected)
     app.include_router(embeddings.alias, dependencies=protected)
+    app.include_router(embeddings.cohere_v2, dependencies=protected)
     app.include_router(tei.sagemaker, dependencies=protected)
     app.include_router(chat.router, dependencies=protected)
     hot = {

@@ -39,7 +39,7 @@ class FastRoute:
 
 
 # routes whose body's `model` picks the model when several are served
-_BY_BODY = frozenset({"/v1/embeddings", "/embeddings", "/v1/rerank"})
+_BY_BODY = frozenset({"/v1/embeddings", "/embeddings", "/v1/rerank", "/v2/rerank"})
 
 
 async def _read_body(receive) -> bytes | None:

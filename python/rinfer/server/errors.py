@@ -120,7 +120,7 @@ def request_id(request: Request) -> str:
 
 
 def dialect(path: str) -> str:
-    if path.startswith("/v1/") or path == "/embeddings":
+    if path.startswith(("/v1/", "/v2/")) or path == "/embeddings":
         return "openai"
     return "tei" if path in TEI_PATHS else "native"
 

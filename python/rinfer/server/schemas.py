@@ -148,3 +148,18 @@ class CohereRerankRequest(Strict):
     max_tokens_per_doc: int | None = None
     rank_fields: list[str] | None = None
     truncate: bool | None = None
+
+
+class CohereRerankV2Request(Strict):
+    """Cohere ``POST /v2/rerank`` (what ``cohere.ClientV2.rerank`` sends): documents
+    are strings and come back by index only. Documents are cut to the model's own
+    token limit (``max_tokens_per_doc`` cannot raise it); ``relevant_spans`` is not
+    supported; every request has the same ``priority`` here."""
+
+    query: str
+    documents: list[str]
+    top_n: int | None = Field(None, ge=1)
+    model: str | None = None
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    relevant_spans: None = Field(None, description="not supported: must be absent or null")
+    priority: int | None = Field(None, ge=0)

@@ -1,5 +1,6 @@
 """OpenAI-compatible routes: ``POST /v1/embeddings``, ``GET /v1/models`` and
-``/v1/models/{id}``; and Cohere/Jina-style ``POST /v1/rerank``. Responses name the
+``/v1/models/{id}``; and Cohere/Jina-style ``POST /v1/rerank`` (and Cohere's v2 at
+``POST /v2/rerank``). Responses name the
 served model (``--served-model-name``, default: the model folder's name), never the
 name a request sent."""
 
@@ -13,10 +14,11 @@ from fastapi import APIRouter, Request
 
 from ...compat import quantize_embeddings
 from ..errors import ApiError
-from ..schemas import CohereRerankRequest, EmbeddingsRequest
+from ..schemas import CohereRerankRequest, CohereRerankV2Request, EmbeddingsRequest
 from ..service import check_count, embed_texts, embedder_of, json_response, model_of, run_engine, shrink, truncate_of
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+cohere_v2 = APIRouter(prefix="/v2", tags=["openai"])
 alias = APIRouter(tags=["openai"])  # TEI serves /v1/embeddings at /embeddings too
 
 
@@ -105,26 +107,41 @@ def _pair_logits(model, pairs, truncate):
     return np.asarray(model.pair_logits(pairs, truncate=truncate), dtype=np.float32).reshape(len(pairs), -1)[:, 0]
 
 
-@router.post("/rerank", summary="Rerank documents against a query (Cohere/Jina-compatible)")
-async def cohere_rerank(body: CohereRerankRequest, request: Request):
+async def _ranked(request: Request, query: str, texts: list[str], truncate: bool | None, top_n: int | None):
+    """(index, score) of `texts` by falling relevance (the sigmoid of the reranker's
+    logit), the first `top_n`."""
     model = model_of(request, "reranker", "rerank")
-    texts = [d if isinstance(d, str) else d.text for d in body.documents]
     check_count(request, len(texts), "documents")
-    pairs = [(body.query, t) for t in texts]
-    logits = await run_engine(request, len(pairs), _pair_logits, model, pairs, truncate_of(request, body.truncate))
+    pairs = [(query, t) for t in texts]
+    logits = await run_engine(request, len(pairs), _pair_logits, model, pairs, truncate_of(request, truncate))
     scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    order = sorted(range(len(texts)), key=lambda i: -scores[i])[: body.top_n]
-    results = []
-    for i in order:
-        item: dict = {"index": i, "relevance_score": float(scores[i])}
-        if body.return_documents:
-            item["document"] = {"text": texts[i]}
-        results.append(item)
+    return [(i, float(scores[i])) for i in sorted(range(len(texts)), key=lambda i: -scores[i])[:top_n]]
+
+
+def _rerank_response(request: Request, results: list[dict], version: str):
     return json_response(
         {
             "id": str(uuid.uuid4()),
             "results": results,
             "model": request.app.state.served_name,
-            "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
         }
     )
+
+
+@router.post("/rerank", summary="Rerank documents against a query (Cohere/Jina-compatible)")
+async def cohere_rerank(body: CohereRerankRequest, request: Request):
+    texts = [d if isinstance(d, str) else d.text for d in body.documents]
+    results = []
+    for i, score in await _ranked(request, body.query, texts, body.truncate, body.top_n):
+        item: dict = {"index": i, "relevance_score": score}
+        if body.return_documents:
+            item["document"] = {"text": texts[i]}
+        results.append(item)
+    return _rerank_response(request, results, "1")
+
+
+@cohere_v2.post("/rerank", summary="Rerank documents against a query (Cohere v2-compatible)")
+async def cohere_rerank_v2(body: CohereRerankV2Request, request: Request):
+    ranked = await _ranked(request, body.query, body.documents, True, body.top_n)
+    return _rerank_response(request, [{"index": i, "relevance_score": s} for i, s in ranked], "2")
