@@ -14,6 +14,7 @@ import time
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from rinfer.server import Settings, create_app
 
@@ -33,7 +34,14 @@ def _serve(args: argparse.Namespace) -> int:
             overrides["model_path"] = paths[0]
         else:
             overrides["models"] = paths
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # e.g. an API key file that cannot be read: say so, no traceback
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            print(f"rinfer serve: {where + ': ' if where else ''}{msg}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     # uvloop and httptools when installed (the server extra pins them), else asyncio and h11.
     uvicorn.run(
@@ -299,8 +307,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--request-timeout-s", type=float, help="deadline per request, s (default 30)")
     s.add_argument("--job-store-url", help="background job store (default sqlite:///rinfer-jobs.db)")
     s.add_argument("--max-job-inputs", type=int, help="texts per background job (default 100000)")
-    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no auth)")
-    s.add_argument("--cors-origins", nargs="*", help="origins allowed by CORS (default: none)")
+    s.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on every route but /health, /ready and /ping; repeat it "
+        "to allow several keys (also RINFER_API_KEY=KEY1,KEY2); a background job is visible only with the key "
+        "that created it (default: no auth)",
+    )
+    s.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="allowed API keys, one per line (blank lines and lines starting with # are ignored), besides "
+        "--api-key (also RINFER_API_KEY_FILE); a missing, unreadable or empty file stops the start",
+    )
+    s.add_argument(
+        "--cors-origins",
+        nargs="*",
+        help="origins (SCHEME://HOST[:PORT]) allowed by CORS (also RINFER_CORS_ORIGINS=A,B); default: none, "
+        "no CORS headers are sent",
+    )
     s.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=None, help="log every request (default off)"
     )

@@ -465,7 +465,7 @@ def test_tei_launcher_flags_are_accepted(monkeypatch, model_dir):
         4096,
     )
     assert (s.auto_truncate, s.pooling, s.dtype, s.served_model_name) == (False, "mean", "f32", "minilm")
-    assert (s.max_body_bytes, s.api_key, s.default_prompt_name) == (2000000, "k", "query")
+    assert (s.max_body_bytes, s.api_key, s.default_prompt_name) == (2000000, ["k"], "query")
     assert seen["kw"]["host"] == "0.0.0.0" and seen["kw"]["port"] == 3000
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["serve", "--dtype", "float16"])

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import pathlib
-import secrets
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import numpy as np
@@ -19,6 +18,7 @@ import rinfer
 
 from . import errors
 from .asgi import FastRoute, ServerMiddleware
+from .auth import ApiKeys, authorization
 from .jobs import JobRunner, open_store
 from .metrics import Metrics
 from .routers import chat, embeddings, health, jobs, sparse, tei
@@ -320,13 +320,14 @@ def create_app(settings: Settings | None = None, *, _peer: bool = False) -> Fast
     app.state.metrics = Metrics(app)
 
     fast: dict[str, FastRoute] = {}
+    keys = ApiKeys(settings.api_keys)
     app.add_middleware(
         ServerMiddleware,
         metrics=app.state.metrics,
         max_body_bytes=settings.max_body_bytes,
         owner=app,
         fast=fast,
-        api_key=settings.api_key,
+        keys=keys,
     )
     errors.install(app)
     if settings.cors_origins:
@@ -335,14 +336,13 @@ def create_app(settings: Settings | None = None, *, _peer: bool = False) -> Fast
         )
 
     async def auth(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        got = request.headers.get("authorization", "")
-        if not secrets.compare_digest(got, f"Bearer {settings.api_key}"):
+        owner = keys.owner(authorization(request.scope))
+        if owner is None:
             raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+        request.state.key_owner = owner  # the key's SHA-256: background jobs are scoped by it
 
     # No dependency to resolve on every request when there is no key to check.
-    protected = [Depends(auth)] if settings.api_key is not None else []
+    protected = [Depends(auth)] if keys else []
     app.include_router(health.router)
     app.include_router(health.guarded, dependencies=protected)
     app.include_router(embeddings.router, dependencies=protected)

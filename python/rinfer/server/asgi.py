@@ -15,7 +15,6 @@ solving and double JSON parsing, about half of a short request's Python time."""
 from __future__ import annotations
 
 import os
-import secrets
 import time
 
 import orjson
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from .auth import ApiKeys
 from .errors import ApiError, render
 from .metrics import Metrics
 
@@ -101,14 +101,14 @@ class ServerMiddleware:
         max_body_bytes: int,
         owner=None,
         fast: dict[str, FastRoute] | None = None,
-        api_key: str | None = None,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.owner = owner  # the FastAPI app, for its exception handlers
         self.fast = fast or {}
-        self.auth = f"Bearer {api_key}".encode() if api_key is not None else None
+        self.keys = keys if keys else None  # None: no key to check
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -227,7 +227,7 @@ class ServerMiddleware:
                 auth = v
         if b"json" not in ctype:
             return False
-        return self.auth is None or secrets.compare_digest(auth, self.auth)
+        return self.keys is None or self.keys.owner(auth) is not None
 
     async def _fast(self, fast: FastRoute, scope, receive, send) -> None:
         chunks = []

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .auth import read_key_file
 
 
 class Settings(BaseSettings):
     """Everything the server can be told. ``RINFER_MODEL_PATH=...`` sets ``model_path``."""
 
-    model_config = SettingsConfigDict(env_prefix="RINFER_", protected_namespaces=())
+    # hide_input_in_errors: a settings error never prints the values given (API keys among them)
+    model_config = SettingsConfigDict(env_prefix="RINFER_", protected_namespaces=(), hide_input_in_errors=True)
+    _key_file: tuple[str, tuple[str, ...]] | None = PrivateAttr(default=None)
 
     model_path: str | None = Field(None, description="model folder; default: rinfer.default_model_path()")
     models: Annotated[list[str], NoDecode] = Field(
@@ -57,7 +61,17 @@ class Settings(BaseSettings):
     max_inputs: int = Field(2048, ge=1, description="inputs per request; more get 413")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit; more get 413")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request (header X-Request-Timeout)")
-    api_key: str | None = Field(None, description="when set, requests need 'Authorization: Bearer <key>'")
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys: when any is set, every route but the probes needs 'Authorization: Bearer <key>' "
+        "with one of them; comma-separated in the environment (RINFER_API_KEY=a,b). Background jobs are "
+        "visible only with the key that created them",
+    )
+    api_key_file: str | None = Field(
+        None,
+        description="a file of API keys, one per line (blank lines and # comments ignored), allowed besides "
+        "api_key; a missing, unreadable or empty file stops the start",
+    )
     job_store_url: str = Field("sqlite:///rinfer-jobs.db", description="where background jobs are stored")
     max_job_inputs: int = Field(100_000, ge=1, description="texts per background job")
     access_log: bool = Field(False, description="one log line per request (costs time on every request)")
@@ -75,3 +89,33 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _keys(cls, value):
+        """`RINFER_API_KEY=a,b` (or one key) as a list; empty items are no key."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            value = [k.strip() if isinstance(k, str) else k for k in value]
+            return [k for k in value if k != ""]
+        return value
+
+    @model_validator(mode="after")
+    def _read_key_file(self):
+        """The key file is read when the settings are made: a bad one stops the start."""
+        self._key_file = None
+        self.api_keys  # noqa: B018 - reads it
+        return self
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """Every allowed key: api_key's and api_key_file's (the file read once per path)."""
+        file_keys: tuple[str, ...] = ()
+        if self.api_key_file is not None:
+            if self._key_file is None or self._key_file[0] != self.api_key_file:
+                self._key_file = (self.api_key_file, tuple(read_key_file(self.api_key_file)))
+            file_keys = self._key_file[1]
+        return tuple(dict.fromkeys([*self.api_key, *file_keys]))
