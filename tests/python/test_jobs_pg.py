@@ -155,6 +155,25 @@ def test_concurrent_claims_never_share_a_job(pg_url, tmp_path):
             s.close()
 
 
+def test_one_claim_takes_one_job_whatever_the_plan(pg_url, tmp_path):
+    """Regression: the claim's pick was a subquery of UPDATE ... FROM; with table
+    statistics that make the planner rescan it inside a nested loop (one job analysed,
+    then a second queued), one claim marked both jobs running and returned one."""
+    store = PostgresJobStore(pg_url, lease_s=60, results=str(tmp_path))
+    try:
+        first = store.create(["a"], None, True)
+        with store.pool.connection() as conn:
+            conn.execute("ANALYZE rinfer_jobs")
+        second = store.create(["b"], None, True)
+        assert store.claim().id == first.id
+        with store.pool.connection() as conn:
+            running = conn.execute("SELECT id FROM rinfer_jobs WHERE status = 'running'").fetchall()
+        assert running == [(first.id,)]
+        assert store.claim().id == second.id and store.claim() is None
+    finally:
+        store.close()
+
+
 def test_large_results_go_to_the_object_store(pg_url, tmp_path):
     store = PostgresJobStore(pg_url, lease_s=30, result_limit_bytes=1000, results=f"file://{tmp_path}")
     try:

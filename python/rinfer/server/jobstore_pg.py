@@ -200,14 +200,22 @@ class PostgresJobStore(JobStore):
         )
 
     def claim(self):
-        """Claims the oldest runnable job for this replica, skipping those another holds locked."""
+        """Claims the oldest runnable job for this replica, skipping those another holds locked.
+
+        The pick is a MATERIALIZED CTE: run once. As a subquery in ``UPDATE ... FROM`` the
+        planner may put it on the inner side of a nested loop and rescan it for every row
+        of the table, and each rescan, skipping the row this statement just locked and
+        updated, picks the next job: one claim marked several jobs running and returned one
+        (the others waited a whole lease for a takeover)."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                f"""UPDATE rinfer_jobs j SET status = 'running', lease_owner = %(me)s,
+                f"""WITH c AS MATERIALIZED (
+                        SELECT id FROM rinfer_jobs
+                        WHERE status = 'queued' OR (status = 'running' AND lease_until < {NOW})
+                        ORDER BY created LIMIT 1 FOR UPDATE SKIP LOCKED)
+                    UPDATE rinfer_jobs j SET status = 'running', lease_owner = %(me)s,
                         lease_until = {NOW} + %(lease)s, updated = {NOW}, claims = j.claims + 1
-                    FROM (SELECT id FROM rinfer_jobs
-                          WHERE status = 'queued' OR (status = 'running' AND lease_until < {NOW})
-                          ORDER BY created LIMIT 1 FOR UPDATE SKIP LOCKED) c
+                    FROM c
                     WHERE j.id = c.id
                     RETURNING j.id, j.status, j.total, j.done, j.normalize, j.truncate, j.error,
                               j.created, j.updated, j.claims""",
