@@ -338,3 +338,62 @@ def test_two_replicas_share_the_queue_and_take_over_a_killed_ones_job(pg_url, em
                 p.kill()
                 p.wait()
         print(f"servers stopped in {time.time() - t:.1f}s")
+
+
+def test_old_tables_are_migrated_and_jobs_are_scoped_by_key(pg_url, tmp_path):
+    """A database made before jobs had owners: the column is added, the old row is read
+    (owner NULL, seen by every caller) and claimed; new jobs carry the key's SHA-256."""
+    import hashlib
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            """CREATE TABLE rinfer_jobs (
+                id text PRIMARY KEY, status text NOT NULL, total integer NOT NULL, done integer NOT NULL,
+                normalize boolean, truncate boolean NOT NULL, error text,
+                created double precision NOT NULL, updated double precision NOT NULL,
+                lease_owner text, lease_until double precision, claims integer NOT NULL DEFAULT 0,
+                result_key text, row_bytes integer)"""
+        )
+        conn.execute("INSERT INTO rinfer_jobs VALUES ('old', 'queued', 1, 0, NULL, true, NULL, 1, 1)")
+    store = PostgresJobStore(pg_url, lease_s=30, results=str(tmp_path))
+    try:
+        old = store.get("old")
+        assert (old.id, old.status, old.owner) == ("old", "queued", None)
+        alice, bob = hashlib.sha256(b"alice").hexdigest(), hashlib.sha256(b"bob").hexdigest()
+        mine = store.create(["a"], None, True, alice)
+        theirs = store.create(["b"], None, True, bob)
+        assert store.get(mine.id).owner == alice and mine.owner == alice
+        assert [j.id for j in store.list_jobs(alice, 10)] == [mine.id, "old"]
+        assert [j.id for j in store.list_jobs(bob, 10)] == [theirs.id, "old"]
+        assert [j.id for j in store.list_jobs(None, 10)] == ["old"]
+        assert store.get(mine.id).visible_to(alice) and not store.get(mine.id).visible_to(bob)
+        claimed = store.claim()
+        assert (claimed.id, claimed.owner) == ("old", None)
+        assert store.claim().owner == alice
+        PostgresJobStore(pg_url, lease_s=30, results=str(tmp_path)).close()  # the schema again: no change, no error
+    finally:
+        store.close()
+
+
+def test_http_jobs_on_postgres_are_visible_only_with_their_key(pg_url, model_dir, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+    from rinfer.server import Settings, create_app
+
+    monkeypatch.setenv("RINFER_JOB_RESULTS_URL", f"file://{tmp_path}/results")
+    monkeypatch.setenv("RINFER_JOB_POLL_S", "0.2")
+    settings = Settings(model_path=str(model_dir), job_store_url=pg_url, api_key=["alice", "bob"])
+    alice, bob = {"Authorization": "Bearer alice"}, {"Authorization": "Bearer bob"}
+    with TestClient(create_app(settings)) as c:
+        jid = c.post("/v1/jobs", json={"inputs": ["one", "two"]}, headers=alice).json()["id"]
+        end = time.time() + 60
+        while c.get(f"/v1/jobs/{jid}", headers=alice).json()["status"] in ("queued", "running"):
+            assert time.time() < end
+            time.sleep(0.05)
+        assert c.get(f"/v1/jobs/{jid}/result", headers=alice).status_code == 200
+        for method, path in (("GET", ""), ("GET", "/result"), ("DELETE", "")):
+            assert c.request(method, f"/v1/jobs/{jid}{path}", headers=bob).status_code == 404
+        assert [j["id"] for j in c.get("/v1/jobs", headers=alice).json()["data"]] == [jid]
+        assert c.get("/v1/jobs", headers=bob).json()["data"] == []
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT * FROM rinfer_jobs").fetchall()
+    assert "alice" not in repr(rows)

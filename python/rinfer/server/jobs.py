@@ -3,12 +3,18 @@ accepted job: unfinished jobs resume where they stopped. The store sits behind t
 small `JobStore` interface; `SQLiteJobStore` is the default (one file, one server);
 `PostgresJobStore` (``postgresql://...``, in jobstore_pg.py) lets several replicas share
 one queue: each claims a job under a lease that it renews, and a replica that dies has
-its job taken over by another once the lease expires."""
+its job taken over by another once the lease expires.
+
+Jobs are scoped by API key: a job stores the SHA-256 of the key that created it
+(`owner`, never the key) and only a caller with that key sees it; a job without an
+owner (created while the server had no keys, or before owners were stored) is seen by
+every caller the server lets in. Job ids are random UUIDs (122 bits from os.urandom)."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import hmac
 import logging
 import sqlite3
 import threading
@@ -34,6 +40,11 @@ class Job:
     error: str | None
     created: float
     updated: float
+    owner: str | None = None  # SHA-256 of the API key that created the job; None: no key
+
+    def visible_to(self, owner: str | None) -> bool:
+        """Whether a caller holding the key of id `owner` (None: no key) may see this job."""
+        return self.owner is None or (owner is not None and hmac.compare_digest(self.owner, owner))
 
     def public(self) -> dict:
         return {
@@ -64,10 +75,14 @@ class JobStore(abc.ABC):
     lease_s: float | None = None
 
     @abc.abstractmethod
-    def create(self, texts: list[str], normalize: bool | None, truncate: bool) -> Job: ...
+    def create(self, texts: list[str], normalize: bool | None, truncate: bool, owner: str | None = None) -> Job: ...
 
     @abc.abstractmethod
     def get(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    def list_jobs(self, owner: str | None, limit: int) -> list[Job]:
+        """The newest `limit` jobs that the holder of key id `owner` may see (Job.visible_to)."""
 
     @abc.abstractmethod
     def next_runnable(self) -> Job | None:
@@ -101,6 +116,9 @@ class JobStore(abc.ABC):
         """Releases connections."""
 
 
+_COLUMNS = "id, status, total, done, normalize, truncate, error, created, updated, owner"
+
+
 class SQLiteJobStore(JobStore):
     """Jobs in one SQLite file (WAL mode); safe to call from several threads."""
 
@@ -116,7 +134,7 @@ class SQLiteJobStore(JobStore):
                 CREATE TABLE IF NOT EXISTS jobs (
                     id TEXT PRIMARY KEY, status TEXT NOT NULL, total INTEGER NOT NULL,
                     done INTEGER NOT NULL, normalize INTEGER, truncate INTEGER NOT NULL,
-                    error TEXT, created REAL NOT NULL, updated REAL NOT NULL);
+                    error TEXT, created REAL NOT NULL, updated REAL NOT NULL, owner TEXT);
                 CREATE TABLE IF NOT EXISTS job_inputs (
                     job_id TEXT NOT NULL, idx INTEGER NOT NULL, text TEXT NOT NULL,
                     PRIMARY KEY (job_id, idx));
@@ -126,37 +144,51 @@ class SQLiteJobStore(JobStore):
                 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
                 """
             )
+            # a file from before jobs had owners: add the column; its rows keep owner NULL
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(jobs)")]
+            if "owner" not in columns:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)")
 
     @staticmethod
     def _job(row) -> Job:
-        jid, status, total, done, norm, trunc, err, created, updated = row
-        return Job(jid, status, total, done, None if norm is None else bool(norm), bool(trunc), err, created, updated)
+        jid, status, total, done, norm, trunc, err, created, updated, owner = row
+        norm = None if norm is None else bool(norm)
+        return Job(jid, status, total, done, norm, bool(trunc), err, created, updated, owner)
 
     def _one(self, sql: str, args=()) -> Job | None:
         with self._lock:
             row = self._db.execute(sql, args).fetchone()
         return self._job(row) if row else None
 
-    def create(self, texts, normalize, truncate) -> Job:
+    def create(self, texts, normalize, truncate, owner=None) -> Job:
         now = time.time()
         jid = uuid.uuid4().hex
         norm = None if normalize is None else int(normalize)
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, 0, ?, ?, NULL, ?, ?)",
-                (jid, QUEUED, len(texts), norm, int(truncate), now, now),
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, 0, ?, ?, NULL, ?, ?, ?)",
+                (jid, QUEUED, len(texts), norm, int(truncate), now, now, owner),
             )
             self._db.executemany("INSERT INTO job_inputs VALUES (?, ?, ?)", ((jid, i, t) for i, t in enumerate(texts)))
             self._db.execute("COMMIT")
-        return Job(jid, QUEUED, len(texts), 0, normalize, truncate, None, now, now)
+        return Job(jid, QUEUED, len(texts), 0, normalize, truncate, None, now, now, owner)
 
     def get(self, job_id):
-        return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+
+    def list_jobs(self, owner, limit):
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE owner IS NULL OR owner = ? ORDER BY created DESC LIMIT ?",
+                (owner, limit),
+            ).fetchall()
+        return [self._job(r) for r in rows]
 
     def next_runnable(self):
         return self._one(
-            "SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY created LIMIT 1",
+            f"SELECT {_COLUMNS} FROM jobs WHERE status IN (?, ?) ORDER BY created LIMIT 1",
             (QUEUED, RUNNING),
         )
 

@@ -56,7 +56,10 @@ CREATE TABLE IF NOT EXISTS rinfer_jobs (
     normalize boolean, truncate boolean NOT NULL, error text,
     created double precision NOT NULL, updated double precision NOT NULL,
     lease_owner text, lease_until double precision, claims integer NOT NULL DEFAULT 0,
-    result_key text, row_bytes integer);
+    result_key text, row_bytes integer, owner text);
+-- tables from before jobs had owners (the SHA-256 of the creating API key): old rows keep NULL
+ALTER TABLE rinfer_jobs ADD COLUMN IF NOT EXISTS owner text;
+CREATE INDEX IF NOT EXISTS rinfer_jobs_by_owner ON rinfer_jobs (owner, created);
 CREATE TABLE IF NOT EXISTS rinfer_job_inputs (
     job_id text NOT NULL, idx integer NOT NULL, text text NOT NULL, PRIMARY KEY (job_id, idx));
 CREATE TABLE IF NOT EXISTS rinfer_job_rows (
@@ -65,7 +68,7 @@ CREATE INDEX IF NOT EXISTS rinfer_jobs_runnable ON rinfer_jobs (created)
     WHERE status IN ('queued', 'running');
 """
 
-COLUMNS = "id, status, total, done, normalize, truncate, error, created, updated"
+COLUMNS = "id, status, total, done, normalize, truncate, error, created, updated, owner"
 
 
 class ObjectStore(abc.ABC):
@@ -176,13 +179,13 @@ class PostgresJobStore(JobStore):
             row = conn.execute(sql, args).fetchone()
         return self._job(row) if row else None
 
-    def create(self, texts, normalize, truncate) -> Job:
+    def create(self, texts, normalize, truncate, owner=None) -> Job:
         jid = uuid.uuid4().hex
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
-                f"INSERT INTO rinfer_jobs ({COLUMNS}) VALUES (%s, %s, %s, 0, %s, %s, NULL, {NOW}, {NOW}) "
+                f"INSERT INTO rinfer_jobs ({COLUMNS}) VALUES (%s, %s, %s, 0, %s, %s, NULL, {NOW}, {NOW}, %s) "
                 f"RETURNING {COLUMNS}",
-                (jid, QUEUED, len(texts), normalize, truncate),
+                (jid, QUEUED, len(texts), normalize, truncate, owner),
             ).fetchone()
             with conn.cursor() as cur, cur.copy("COPY rinfer_job_inputs (job_id, idx, text) FROM STDIN") as copy:
                 for i, t in enumerate(texts):
@@ -191,6 +194,14 @@ class PostgresJobStore(JobStore):
 
     def get(self, job_id):
         return self._one(f"SELECT {COLUMNS} FROM rinfer_jobs WHERE id = %s", (job_id,))
+
+    def list_jobs(self, owner, limit):
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM rinfer_jobs WHERE owner IS NULL OR owner = %s ORDER BY created DESC LIMIT %s",
+                (owner, limit),
+            ).fetchall()
+        return [self._job(r) for r in rows]
 
     def next_runnable(self):
         """A look only (claim takes it): the oldest queued job, or running one whose lease expired."""
@@ -218,7 +229,7 @@ class PostgresJobStore(JobStore):
                     FROM c
                     WHERE j.id = c.id
                     RETURNING j.id, j.status, j.total, j.done, j.normalize, j.truncate, j.error,
-                              j.created, j.updated, j.claims""",
+                              j.created, j.updated, j.owner, j.claims""",
                 {"me": self.owner, "lease": self.lease_s},
             ).fetchone()
         if row is None:

@@ -1,4 +1,7 @@
-"""Background jobs for work too large for one request: submit, poll, fetch, cancel."""
+"""Background jobs for work too large for one request: submit, poll, fetch, cancel, list.
+
+With API keys set, a job is the key's that created it: another key gets 404 for it, as
+for a job that does not exist (a 403 would tell that it does), and does not list it."""
 
 from __future__ import annotations
 
@@ -29,9 +32,14 @@ def _store(request: Request):
     return request.app.state.job_store
 
 
+def _owner(request: Request) -> str | None:
+    """The id (SHA-256) of the caller's API key, set by the auth check; None without keys."""
+    return getattr(request.state, "key_owner", None)
+
+
 async def _job(request: Request, job_id: str):
     job = await asyncio.to_thread(_store(request).get, job_id)
-    if job is None:
+    if job is None or not job.visible_to(_owner(request)):
         raise HTTPException(404, f"no job {job_id}")
     return job
 
@@ -41,9 +49,15 @@ async def submit(body: JobRequest, request: Request):
     limit = settings_of(request).max_job_inputs
     if len(body.inputs) > limit:
         raise HTTPException(413, f"{len(body.inputs)} inputs, more than the job limit of {limit}")
-    job = await asyncio.to_thread(_store(request).create, body.inputs, body.normalize, body.truncate)
+    job = await asyncio.to_thread(_store(request).create, body.inputs, body.normalize, body.truncate, _owner(request))
     request.app.state.job_runner.notify()
     return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("", summary="The caller's jobs, newest first")
+async def list_jobs(request: Request, limit: int = Query(100, ge=1, le=1000)):
+    jobs = await asyncio.to_thread(_store(request).list_jobs, _owner(request), limit)
+    return {"object": "list", "data": [j.public() for j in jobs]}
 
 
 @router.get("/{job_id}", summary="A job's status and progress")
