@@ -118,6 +118,10 @@ class SentenceTransformer:
     def get_sentence_embedding_dimension(self) -> int:
         return self.truncate_dim or self._model.dim
 
+    def get_embedding_dimension(self) -> int:
+        """sentence-transformers 6's name for ``get_sentence_embedding_dimension``."""
+        return self.get_sentence_embedding_dimension()
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
         ids = self._model.tokenize(list(texts))
         return {"input_ids": [r.tolist() for r in ids], "attention_mask": [[1] * len(r) for r in ids]}
