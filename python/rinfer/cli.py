@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--max-wait-ms", type=float, help="longest wait for a batch to fill, ms (default 0: continuous batching)"
     )
-    s.add_argument("--max-queue", type=int, help="requests that may wait before 429 (default 1024)")
+    s.add_argument("--max-queue", type=int, help="requests that may wait or run at once before 429 (default 1024)")
     s.add_argument(
         "--max-inputs",
         "--max-client-batch-size",

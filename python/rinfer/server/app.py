@@ -23,7 +23,7 @@ from .jobs import JobRunner, open_store
 from .metrics import Metrics
 from .routers import chat, embeddings, health, jobs, sparse, tei
 from .schemas import EmbeddingsRequest, EmbedRequest
-from .service import Admission
+from .service import BATCHER_BACKSTOP, Admission, Slots
 from .settings import Settings
 
 log = logging.getLogger("rinfer.server")
@@ -211,7 +211,7 @@ async def lifespan(app: FastAPI):
             **common,
             max_batch_tokens=s.max_batch_tokens,
             max_wait_ms=s.max_wait_ms,
-            max_queue=s.max_queue,
+            max_queue=s.max_queue * BATCHER_BACKSTOP,  # the limit is app.state.batcher_slots
         )
         await asyncio.to_thread(_probe, model)
         if app.state.jobs_enabled:  # the default model's; the others have no job routes
@@ -317,6 +317,7 @@ def create_app(settings: Settings | None = None, *, _peer: bool = False) -> Fast
     app.state.model_path = None
     app.state.decoder = None
     app.state.admission = Admission(settings.max_queue)
+    app.state.batcher_slots = Slots(settings.max_queue)
     app.state.metrics = Metrics(app)
 
     fast: dict[str, FastRoute] = {}

@@ -52,6 +52,8 @@ class BatcherCollector:
         side = admission.stats() if admission is not None else {}
         for key in ("queued", "rejected"):
             stats[key] = stats.get(key, 0) + side.get(key, 0)
+        slots = getattr(self.app.state, "batcher_slots", None)
+        stats["rejected"] += slots.rejected if slots is not None else 0
         g = GaugeMetricFamily("rinfer_queue_depth", "requests waiting in the batcher or the engine queue")
         g.add_metric([], stats.get("queued", 0))
         yield g

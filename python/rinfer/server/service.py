@@ -94,8 +94,43 @@ async def embed_texts(
     metrics = request.app.state.metrics
     metrics.batch_texts.observe(len(texts))
     timeout = deadline_s(request)
-    work = model.aencode(texts, normalize=normalize, truncate=truncate, timeout_s=timeout, return_tokens=return_tokens)
-    return await _admitted(request, work, timeout, metrics)
+    slots = request.app.state.batcher_slots
+    slots.take()
+    try:
+        work = model.aencode(
+            texts, normalize=normalize, truncate=truncate, timeout_s=timeout, return_tokens=return_tokens
+        )
+        return await _admitted(request, work, timeout, metrics)
+    finally:
+        slots.release()  # at once when the deadline passed or the client left
+
+
+#: The embedder's own queue holds this many times ``max_queue``: a backstop only. An
+#: abandoned request (deadline passed, client gone) stays in that queue until the
+#: batcher next forms a batch, which can be seconds away; counted there, abandoned
+#: requests filled the queue and live ones were refused (429) with few in flight.
+BATCHER_BACKSTOP = 16
+
+
+class Slots:
+    """The limit on requests through the embedder's batcher (``max_queue``), counted
+    here: a request holds a slot while it waits or runs and gives it back as soon as
+    it is answered, its deadline passes or its client leaves. More than the limit:
+    OverloadedError (429)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.rejected = 0
+
+    def take(self) -> None:
+        if self.held >= self.limit:
+            self.rejected += 1
+            raise rinfer.OverloadedError(f"{self.held} requests in flight, the limit is {self.limit}")
+        self.held += 1
+
+    def release(self) -> None:
+        self.held -= 1
 
 
 async def _admitted(request: Request, work: asyncio.Future, timeout: float, metrics):

@@ -57,7 +57,12 @@ class Settings(BaseSettings):
         description="longest a request waits for others to batch with; 0: continuous batching "
         "(a batch starts as soon as the engine is free and takes whatever is queued)",
     )
-    max_queue: int = Field(1024, ge=1, description="requests that may wait; more get 429")
+    max_queue: int = Field(
+        1024,
+        ge=1,
+        description="requests that may wait or run at once per model (one whose deadline passed or whose client "
+        "left no longer counts); more get 429",
+    )
     max_inputs: int = Field(2048, ge=1, description="inputs per request; more get 413")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit; more get 413")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request (header X-Request-Timeout)")
