@@ -223,19 +223,23 @@ fn worker(shared: &Shared, embedder: &Embedder) {
                 return; // closed and drained
             }
             // With a `max_wait`, wait for company until the oldest request's deadline
-            // or a full batch; without one (continuous batching), start at once.
-            let deadline = q.items[0].arrived + cfg.max_wait;
+            // or a full batch; without one (continuous batching), start at once. A
+            // wait too long for the clock has no deadline: a full batch ends it.
+            let deadline = q.items[0].arrived.checked_add(cfg.max_wait);
             while !cfg.max_wait.is_zero() {
                 let queued: usize = q.items.iter().map(|r| estimate_tokens(&r.texts)).sum();
                 let now = Instant::now();
-                if q.closed || queued >= cfg.max_batch_tokens || now >= deadline {
+                if q.closed || queued >= cfg.max_batch_tokens || deadline.is_some_and(|d| now >= d)
+                {
                     break;
                 }
-                q = shared
-                    .wake
-                    .wait_timeout(q, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                q = match deadline {
+                    Some(d) => {
+                        let waited = shared.wake.wait_timeout(q, d - now);
+                        waited.unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    None => shared.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                };
             }
             let mut taken = Vec::new();
             let mut tokens = 0;

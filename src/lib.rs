@@ -18,6 +18,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod args;
 pub mod batcher;
 pub mod engine;
 pub mod error;

@@ -40,3 +40,18 @@ fn a_panic_in_a_batch_fails_its_requests_and_the_worker_goes_on() {
     let ok = embed(&b, "and the next one runs").unwrap();
     assert_eq!(ok.vectors.nrows(), 1);
 }
+
+/// A `max_wait` too long for the clock (`Duration::MAX`; from Python,
+/// `max_wait_ms=1e22`) has no deadline: a full batch runs (it used to overflow
+/// `Instant + Duration` and kill the worker).
+#[test]
+fn a_max_wait_past_the_clock_waits_for_a_full_batch() {
+    let model = Arc::new(Embedder::load("tests/data/models/gelu-mean").unwrap());
+    let cfg = BatcherConfig {
+        max_batch_tokens: 1,
+        max_wait: Duration::MAX,
+        max_queue: 8,
+    };
+    let b = Batcher::new(model, cfg).unwrap();
+    assert_eq!(embed(&b, "a full batch").unwrap().vectors.nrows(), 1);
+}

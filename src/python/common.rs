@@ -2,7 +2,7 @@
 //! numpy outputs, model info, loading options.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ndarray::{Array1, Array2};
 use numpy::IntoPyArray;
@@ -13,7 +13,6 @@ use pyo3::types::{PyDict, PyString};
 use super::errors::{to_py, RinferError};
 use crate::engine::{LoadOptions, ModelInfo};
 use crate::error::Error;
-use crate::kernels::Precision;
 
 /// Texts from a `str` (single = true) or a sequence of `str`.
 pub(super) fn texts_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<String>, bool)> {
@@ -95,50 +94,22 @@ pub(super) fn load_model<T: Send>(
     quality_floor: Option<f32>,
     load: impl FnOnce(LoadOptions) -> Result<T, Error> + Send,
 ) -> PyResult<Arc<T>> {
-    let dtype = match dtype {
-        Some(d) => Precision::parse(d).map_err(to_py)?,
-        None => Precision::F32,
-    };
-    if let Some(f) = quality_floor {
-        if !(f.is_finite() && (-1.0..=1.0).contains(&f)) {
-            return Err(to_py(Error::InvalidInput(format!(
-                "quality_floor must be a cosine in [-1, 1], got {f}"
-            ))));
-        }
-    }
+    let (opts, threads) =
+        crate::args::load_options(dtype, quality_floor, threads).map_err(to_py)?;
     set_threads(threads)?;
-    let opts = LoadOptions {
-        dtype,
-        quality_floor,
-        ..Default::default()
-    };
     Ok(Arc::new(detached(py, move || load(opts))?))
 }
 
 pub(super) fn set_threads(threads: Option<usize>) -> PyResult<()> {
-    match threads {
-        Some(0) => Err(to_py(Error::InvalidInput(
-            "threads must be positive".into(),
-        ))),
-        Some(n) => {
-            crate::kernels::threads::set_num_threads(n);
-            Ok(())
-        }
-        None => Ok(()),
+    if let Some(n) = crate::args::positive_threads(threads).map_err(to_py)? {
+        crate::kernels::threads::set_num_threads(n);
     }
+    Ok(())
 }
 
 /// Deadline `timeout_s` seconds from now.
 pub(super) fn deadline(timeout_s: Option<f64>) -> PyResult<Option<Instant>> {
-    match timeout_s {
-        None => Ok(None),
-        Some(t) if t.is_finite() && t > 0.0 => {
-            Ok(Some(Instant::now() + Duration::from_secs_f64(t)))
-        }
-        Some(t) => Err(to_py(Error::InvalidInput(format!(
-            "timeout_s must be a positive number of seconds, got {t}"
-        )))),
-    }
+    crate::args::deadline(timeout_s).map_err(to_py)
 }
 
 /// Borrowed views of owned text pairs, for the engine's pair calls.

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use numpy::{IntoPyArray, PyReadonlyArray1};
 use pyo3::exceptions::PyTypeError;
@@ -138,25 +137,14 @@ impl PyEmbedder {
         max_queue: usize,
         truncate_dim: Option<usize>,
     ) -> PyResult<Self> {
-        if !(max_wait_ms.is_finite() && max_wait_ms >= 0.0)
-            || max_batch_tokens == 0
-            || max_queue == 0
-        {
-            return Err(to_py(Error::InvalidInput(
-                "max_batch_tokens and max_queue must be positive, max_wait_ms finite and >= 0"
-                    .into(),
-            )));
-        }
+        let cfg =
+            crate::args::batcher_config(max_batch_tokens, max_wait_ms, max_queue).map_err(to_py)?;
         Ok(Self {
             inner: load_model(py, dtype, threads, quality_floor, move |mut o| {
                 o.truncate_dim = truncate_dim;
                 Embedder::load_with(&path, &o)
             })?,
-            cfg: BatcherConfig {
-                max_batch_tokens,
-                max_wait: Duration::from_secs_f64(max_wait_ms / 1000.0),
-                max_queue,
-            },
+            cfg,
             batcher: Mutex::new(None),
             loops: Mutex::new(Vec::new()),
         })
@@ -564,11 +552,6 @@ impl PyEmbedder {
 /// Token-id sequences from Python: each a 1-D integer numpy array or a list of int.
 fn ids_arg(ids: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
     let mut seqs: Vec<Vec<u32>> = Vec::new();
-    let bad = |i: usize| {
-        to_py(Error::InvalidInput(format!(
-            "ids[{i}] holds a token id outside 0..2^32"
-        )))
-    };
     for (i, item) in ids
         .try_iter()
         .map_err(|_| PyTypeError::new_err("`ids` must be a sequence of sequences of int"))?
@@ -580,19 +563,11 @@ fn ids_arg(ids: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
                 .map(<[u32]>::to_vec)
                 .unwrap_or_else(|_| a.as_array().to_vec())
         } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i64>>() {
-            let v = a.as_array();
-            v.iter()
-                .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
-                .collect::<PyResult<_>>()?
+            crate::args::token_ids(a.as_array().iter().copied(), i).map_err(to_py)?
         } else if let Ok(a) = item.extract::<PyReadonlyArray1<'_, i32>>() {
-            let v = a.as_array();
-            v.iter()
-                .map(|&x| u32::try_from(x).map_err(|_| bad(i)))
-                .collect::<PyResult<_>>()?
+            crate::args::token_ids(a.as_array().iter().copied(), i).map_err(to_py)?
         } else if let Ok(v) = item.extract::<Vec<i64>>() {
-            v.into_iter()
-                .map(|x| u32::try_from(x).map_err(|_| bad(i)))
-                .collect::<PyResult<_>>()?
+            crate::args::token_ids(v, i).map_err(to_py)?
         } else {
             return Err(PyTypeError::new_err(format!(
                 "ids[{i}] must be a 1-D integer numpy array or a list of int"
