@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import hmac
 import logging
 import sqlite3
@@ -150,6 +151,20 @@ class SQLiteJobStore(JobStore):
                 self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
             self._db.execute("CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)")
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """BEGIN ... COMMIT under the lock; ROLLBACK when anything fails in between. Without
+        it a failed insert (found by schemathesis: a text SQLite could not encode) left the
+        connection inside its transaction, and every later job was refused with a 500."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     @staticmethod
     def _job(row) -> Job:
         jid, status, total, done, norm, trunc, err, created, updated, owner = row
@@ -165,14 +180,12 @@ class SQLiteJobStore(JobStore):
         now = time.time()
         jid = uuid.uuid4().hex
         norm = None if normalize is None else int(normalize)
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, 0, ?, ?, NULL, ?, ?, ?)",
                 (jid, QUEUED, len(texts), norm, int(truncate), now, now, owner),
             )
             self._db.executemany("INSERT INTO job_inputs VALUES (?, ?, ?)", ((jid, i, t) for i, t in enumerate(texts)))
-            self._db.execute("COMMIT")
         return Job(jid, QUEUED, len(texts), 0, normalize, truncate, None, now, now, owner)
 
     def get(self, job_id):
@@ -202,13 +215,11 @@ class SQLiteJobStore(JobStore):
 
     def save_rows(self, job_id, start, rows):
         data = [(job_id, start + i, np.ascontiguousarray(r, dtype="<f4").tobytes()) for i, r in enumerate(rows)]
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO job_rows VALUES (?, ?, ?)", data)
             self._db.execute(
                 "UPDATE jobs SET done = ?, updated = ? WHERE id = ?", (start + len(rows), time.time(), job_id)
             )
-            self._db.execute("COMMIT")
 
     def rows(self, job_id, start, count):
         with self._lock:

@@ -4,16 +4,58 @@ default."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TokenIds = list[int]
+# A token id is a u32 (the engine's type): a negative or larger number is a 422 here,
+# not an overflow in the engine's conversion (a 500, found by schemathesis).
+TokenId = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
+TokenIds = list[TokenId]
 EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary"]
 Direction = Literal["Right", "Left", "right", "left"]
 
 
-class Strict(BaseModel):
+def unicode_problem(value) -> str | None:
+    """Where a request's strings (in lists and dicts too) stop being valid Unicode: JSON's
+    ``\\ud83c`` escape alone decodes to a lone surrogate, which no UTF-8 consumer (the
+    tokenizer, SQLite, orjson) can take. None when every string is valid."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            return f"a lone surrogate {value[exc.start]!r} at character {exc.start}"
+        return None
+    if isinstance(value, list | tuple):
+        if value and isinstance(value[0], int | float):
+            return None  # token ids (no request list mixes numbers and text)
+        items = value
+    elif isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    else:
+        return None
+    for item in items:
+        if (problem := unicode_problem(item)) is not None:
+            return problem
+    return None
+
+
+class ValidText(BaseModel):
+    """Refuses strings that are not valid Unicode with a 422 naming the field (found by
+    schemathesis: they reached the engine or the job store and came back as 500s)."""
+
+    @model_validator(mode="after")
+    def _valid_unicode(self):
+        for name in type(self).model_fields:
+            problem = unicode_problem(getattr(self, name))
+            if problem is not None:
+                raise ValueError(f"`{name}` is not valid Unicode text: {problem}")
+        return self
+
+
+class Strict(ValidText):
     model_config = ConfigDict(extra="forbid")
 
 

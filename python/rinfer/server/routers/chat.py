@@ -20,7 +20,7 @@ from pydantic import Field
 import rinfer
 
 from ..errors import ApiError
-from ..schemas import Strict
+from ..schemas import Strict, TokenIds
 from ..service import json_response, model_of
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -45,13 +45,13 @@ class _Sampling(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, description="taken modulo 2**64")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # Beyond OpenAI, as vLLM names them.
-    top_k: int = Field(0, ge=0)
+    top_k: int = Field(0, ge=0, le=2**32 - 1)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
     ignore_eos: bool = False
@@ -72,7 +72,7 @@ class ChatRequest(_Sampling):
 class CompletionRequest(_Sampling):
     """OpenAI ``POST /v1/completions``."""
 
-    prompt: str | list[int]
+    prompt: str | TokenIds
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
 
@@ -86,7 +86,9 @@ def _sampling(body: _Sampling, max_tokens: int, logprobs: int | None) -> dict[st
     try:
         bias = {int(k): float(v) for k, v in (body.logit_bias or {}).items()}
     except ValueError:
-        raise ApiError(400, "validation", "logit_bias keys must be token ids", param="logit_bias") from None
+        bias = None
+    if bias is None or any(not 0 <= k < 2**32 for k in bias):  # past u32 the engine's conversion overflowed (500)
+        raise ApiError(400, "validation", "logit_bias keys must be token ids", param="logit_bias")
     return {
         "max_tokens": max_tokens,
         "temperature": body.temperature,
@@ -179,7 +181,7 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
     created = int(time.time())
     obj = "chat.completion" if chat else "text_completion"
     slots = _slots(request, body.n)
-    seeds = [None if body.seed is None else body.seed + i for i in range(body.n)]
+    seeds = [None if body.seed is None else (body.seed + i) % 2**64 for i in range(body.n)]
     if not body.stream:
         t0 = time.perf_counter()
         try:
@@ -219,10 +221,26 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
     metrics = request.app.state.metrics
     t0 = time.perf_counter()
 
+    # The streams start, and give their first event, before the response does: a request
+    # the engine refuses (its checks run at the first step) is an HTTP error, not a 200
+    # whose body breaks off (found by schemathesis); and the slots are given back.
+    streams: list = []
+    head: dict[int, Any] = {}
+    done = object()
+    try:
+        for seed in seeds:
+            streams.append(await asyncio.to_thread(model.stream, ids, seed=seed, **sampling))
+        for i, stream in enumerate(streams):
+            head[i] = await asyncio.to_thread(next, stream, done)
+    except BaseException:
+        for stream in streams:
+            stream.close()
+        for _ in range(body.n):
+            slots.give()
+        raise
+
     async def events():
-        streams = [await asyncio.to_thread(model.stream, ids, seed=seed, **sampling) for seed in seeds]
         last = None
-        done = object()
         completion = 0
         try:
             if chat:
@@ -234,7 +252,7 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
             live = list(range(body.n))
             while live:
                 for i in list(live):
-                    d = await asyncio.to_thread(next, streams[i], done)
+                    d = head.pop(i) if i in head else await asyncio.to_thread(next, streams[i], done)
                     if d is done:
                         live.remove(i)
                         continue
@@ -265,6 +283,8 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
                     {"id": rid, "object": chunk_obj, "created": created, "model": served, "choices": [], "usage": usage}
                 )
             yield b"data: [DONE]\n\n"
+        except Exception as exc:  # noqa: BLE001 - the response has started: the stream says it, and ends
+            yield event({"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None}})
         finally:
             for s in streams:
                 s.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from ..schemas import ValidText
 from ..service import embedder_of, settings_of
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -21,10 +23,42 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PAGE = 1024
 
 
-class JobRequest(BaseModel):
+class JobRequest(ValidText):
     inputs: list[str] = Field(..., min_length=1, description="texts to embed")
     normalize: bool | None = None
     truncate: bool = True
+
+
+class JobStatus(BaseModel):
+    """What the job routes answer (documented for clients and schemathesis' checks)."""
+
+    id: str
+    object: Literal["embedding_job"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    total: int
+    done: int
+    progress: float
+    error: str | None
+    created: float
+    updated: float
+
+
+class JobList(BaseModel):
+    object: Literal["list"]
+    data: list[JobStatus]
+
+
+# OpenAPI links: a created job's id leads to its status, result and cancellation (clients
+# and schemathesis' stateful phase follow them)
+_LINKS = {
+    "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/id"}},
+    "GetJobResult": {"operationId": "get_job_result", "parameters": {"job_id": "$response.body#/id"}},
+    "CancelJob": {"operationId": "cancel_job", "parameters": {"job_id": "$response.body#/id"}},
+}
+_RESULT = {
+    "description": "one JSON array per line (format=jsonl), or a float32 .npy array (format=npy)",
+    "content": {"application/jsonl": {"schema": {"type": "string"}}, "application/octet-stream": {}},
+}
 
 
 def _store(request: Request):
@@ -44,7 +78,13 @@ async def _job(request: Request, job_id: str):
     return job
 
 
-@router.post("", status_code=202, summary="Submit texts to embed in the background")
+@router.post(
+    "",
+    status_code=202,
+    operation_id="create_job",
+    summary="Submit texts to embed in the background",
+    responses={202: {"model": JobStatus, "description": "accepted; `Location` names the job", "links": _LINKS}},
+)
 async def submit(body: JobRequest, request: Request):
     limit = settings_of(request).max_job_inputs
     if len(body.inputs) > limit:
@@ -54,18 +94,30 @@ async def submit(body: JobRequest, request: Request):
     return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("", summary="The caller's jobs, newest first")
+@router.get(
+    "", operation_id="list_jobs", summary="The caller's jobs, newest first", responses={200: {"model": JobList}}
+)
 async def list_jobs(request: Request, limit: int = Query(100, ge=1, le=1000)):
     jobs = await asyncio.to_thread(_store(request).list_jobs, _owner(request), limit)
     return {"object": "list", "data": [j.public() for j in jobs]}
 
 
-@router.get("/{job_id}", summary="A job's status and progress")
+@router.get(
+    "/{job_id}",
+    operation_id="get_job",
+    summary="A job's status and progress",
+    responses={200: {"model": JobStatus, "links": _LINKS}},
+)
 async def status(job_id: str, request: Request):
     return (await _job(request, job_id)).public()
 
 
-@router.delete("/{job_id}", summary="Cancel a job (its stored results are kept)")
+@router.delete(
+    "/{job_id}",
+    operation_id="cancel_job",
+    summary="Cancel a job (its stored results are kept)",
+    responses={200: {"model": JobStatus}},
+)
 async def cancel(job_id: str, request: Request):
     job = await _job(request, job_id)
     if job.status in (QUEUED, RUNNING):
@@ -74,7 +126,12 @@ async def cancel(job_id: str, request: Request):
     return job.public()
 
 
-@router.get("/{job_id}/result", summary="The vectors of a finished job, as JSON lines or .npy")
+@router.get(
+    "/{job_id}/result",
+    operation_id="get_job_result",
+    summary="The vectors of a finished job, as JSON lines or .npy",
+    responses={200: _RESULT},
+)
 async def result(job_id: str, request: Request, format: str = Query("jsonl", pattern="^(jsonl|npy)$")):
     job = await _job(request, job_id)
     if job.status != SUCCEEDED:

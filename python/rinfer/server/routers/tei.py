@@ -347,7 +347,13 @@ async def invocations(request: Request):
     state = request.app.state
     if not state.ready:
         raise ApiError(503, "unhealthy", "the model is not loaded yet")
-    schema, route = _by_kind()[state.kind]
+    routes = _by_kind()
+    if state.kind not in routes:  # a generator: a 424, not a KeyError's 500 (found by schemathesis)
+        raise WrongModelError(
+            f"the loaded model is a {state.kind}; /invocations serves embedders, sparse models, classifiers "
+            "and rerankers (text generation: /v1/chat/completions, /v1/completions)"
+        )
+    schema, route = routes[state.kind]
     try:
         body = schema.model_validate_json(await request.body())
     except ValidationError as exc:
