@@ -1,7 +1,7 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
 
-.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders bench-generation fmt python
+.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders bench-generation bench-reliability fmt python
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -83,3 +83,13 @@ bench-decoders:
 ## prompt: rinfer (f32, bf16, int8) vs llama.cpp (GGUF f32, f16, bf16, q8_0) and PyTorch, one run.
 bench-generation:
 	./benches/peers/generation_peers.sh
+
+## make bench-reliability: `rinfer serve` on loopback under overload (4 x the queue, 60 s), a
+## 10-minute soak of mixed traffic (RSS, open fds, errors) and kill -9 during a 10k-text job;
+## PASS/FAIL per bar, JSON, table and plot in bench-results/reliability/ (about 13 minutes).
+## The plot's matplotlib comes from .bench-venv (installed there alone if missing).
+bench-reliability: model python
+	@$(PY) -c 'import matplotlib' 2>/dev/null || .bench-venv/bin/python -c 'import matplotlib' 2>/dev/null || { \
+	  [ -x .bench-venv/bin/python ] || python3 -m venv .bench-venv; \
+	  .bench-venv/bin/pip install -q --disable-pip-version-check $$(grep -E '^(matplotlib|numpy)==' benches/peers/requirements.txt); }
+	$(PY) benches/reliability.py
