@@ -466,19 +466,19 @@ class SoakTally:
         self.unexpected.append(f"{kind}: {type(exc).__name__} {exc}"[:200])
 
 
-async def hang_up(port: int, body: bytes, path: str, mid_body: bool, wait: float, abort: bool) -> bool:
-    """Sends a request on a raw connection and closes it before the answer (half the
-    body only when `mid_body`). True when the server had answered anyway."""
+async def hang_up(port: int, method: str, path: str, body: bytes, mid_body: bool, wait: float, abort: bool) -> bool:
+    """Sends a request on a raw connection and closes it before the answer, or during it
+    (half the body only when `mid_body`). True when the server had begun answering."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     writer.write(head + (body[: len(body) // 2] if mid_body else body))
     await writer.drain()
     answered = False
     try:
-        answered = bool(await asyncio.wait_for(reader.read(1), wait))
+        answered = bool(await asyncio.wait_for(reader.read(1024), wait))
     except TimeoutError:
         pass
     if abort:
@@ -496,6 +496,7 @@ async def soak_traffic(httpx, server: Server, seconds: float, tally: SoakTally, 
     """The mixed traffic for `seconds`: 9 closed-loop workers, bounded in count and time."""
     end = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    finished: list[str] = []  # ids of jobs that succeeded, for results cut mid-download
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
 
         async def short(k: int) -> None:
@@ -578,6 +579,7 @@ async def soak_traffic(httpx, server: Server, seconds: float, tally: SoakTally, 
                         rows = (len(r.content) - 128) // (384 * 4) if fmt == "npy" else r.text.count("\n")
                         if rows != n:
                             tally.unexpected.append(f"job {jid}: {rows} rows for {n} texts")
+                        finished.append(jid)
                 except Exception as exc:  # noqa: BLE001
                     tally.error("job", exc)
 
@@ -591,8 +593,15 @@ async def soak_traffic(httpx, server: Server, seconds: float, tally: SoakTally, 
                 body = {"inputs": texts} if path == "/embed" else {"model": "rr", "query": "q", "documents": texts}
                 mid = i % 4 == 0
                 try:
+                    if i % 7 == 6 and finished:  # a job's result, cut while it streams
+                        fmt = "npy" if i % 2 else "jsonl"
+                        await hang_up(
+                            server.port, "GET", f"/v1/jobs/{finished[-1]}/result?format={fmt}", b"", False, 5.0, True
+                        )
+                        tally.count("hang-up", "result download cut")
+                        continue
                     answered = await hang_up(
-                        server.port, json.dumps(body).encode(), path, mid, rng.uniform(0.002, 0.05), i % 2 == 0
+                        server.port, "POST", path, json.dumps(body).encode(), mid, rng.uniform(0.002, 0.05), i % 2 == 0
                     )
                     tally.count("hang-up", "answered first" if answered else ("mid-body" if mid else "queued"))
                 except Exception as exc:  # noqa: BLE001
