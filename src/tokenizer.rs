@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use tokenizers::{EncodeInput, TruncationParams, TruncationStrategy};
+use tokenizers::{EncodeInput, PostProcessor, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result};
 
@@ -87,6 +87,15 @@ impl std::fmt::Debug for Tokenizer {
 
 /// `whole` with truncation to `max_len` tokens (special tokens included).
 fn limited(whole: &tokenizers::Tokenizer, max_len: usize) -> Result<Limited> {
+    // tokenizers subtracts these from the limit without checking (an overflow).
+    let specials = whole
+        .get_post_processor()
+        .map_or(0, |p| p.added_tokens(false));
+    if max_len < specials {
+        return Err(Error::InvalidInput(format!(
+            "a limit of {max_len} tokens is below the {specials} special tokens every input gets"
+        )));
+    }
     let mut tk = whole.clone();
     tk.with_truncation(Some(TruncationParams {
         max_length: max_len,
@@ -120,7 +129,13 @@ impl Tokenizer {
         whole.with_padding(None);
         whole.with_truncation(None).map_err(tok_err)?;
         Ok(Self {
-            limited: RwLock::new(Arc::new(limited(&whole, max_len)?)),
+            limited: RwLock::new(Arc::new(limited(&whole, max_len).map_err(|e| match e {
+                Error::InvalidInput(reason) => Error::Config {
+                    path: path.to_path_buf(),
+                    reason,
+                },
+                other => other,
+            })?)),
             whole,
         })
     }
@@ -224,10 +239,55 @@ impl Tokenizer {
         self.whole.token_to_id(text)
     }
 
-    /// Tokenizes (first, second) pairs, as cross-encoders read them.
+    /// Tokenizes (first, second) pairs, as cross-encoders read them. Truncation
+    /// is tokenizers' `LongestFirst`, applied here to the pair's tokens: tokenizers
+    /// itself builds every combination of the two texts' overflowing windows,
+    /// quadratic in their lengths (seconds and gigabytes for long texts).
     pub fn encode_pairs(&self, pairs: &[(&str, &str)], truncate: bool) -> Result<Encoded> {
         let inputs: Vec<EncodeInput> = pairs.iter().map(|&(a, b)| (a, b).into()).collect();
-        self.run(inputs, truncate)
+        if !truncate {
+            return self.run(inputs, false);
+        }
+        let max_len = self.max_len();
+        let encodings =
+            crate::kernels::threads::install(|| self.whole.encode_batch_fast(inputs, true))
+                .map_err(tok_err)?;
+        let mut out = Encoded {
+            offsets: vec![0],
+            ..Default::default()
+        };
+        for e in &encodings {
+            let seq = e.get_sequence_ids();
+            let count = |s: usize| seq.iter().filter(|&&x| x == Some(s)).count();
+            let (n1, n2) = (count(0), count(1));
+            let specials = e.len() - n1 - n2;
+            let budget = max_len.checked_sub(specials).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "a limit of {max_len} tokens leaves no room for a pair's {specials} special tokens"
+                ))
+            })?;
+            let (k1, k2) = longest_first(n1, n2, budget);
+            let (mut kept1, mut kept2) = (0, 0);
+            for ((&id, &type_id), s) in e.get_ids().iter().zip(e.get_type_ids()).zip(seq) {
+                let keep = match s {
+                    Some(0) => {
+                        kept1 += 1;
+                        kept1 <= k1
+                    }
+                    Some(_) => {
+                        kept2 += 1;
+                        kept2 <= k2
+                    }
+                    None => true,
+                };
+                if keep {
+                    out.ids.push(id);
+                    out.type_ids.push(type_id);
+                }
+            }
+            out.offsets.push(out.ids.len());
+        }
+        Ok(out)
     }
 
     fn run(&self, inputs: Vec<EncodeInput>, truncate: bool) -> Result<Encoded> {
@@ -257,5 +317,27 @@ impl Tokenizer {
             out.offsets.push(out.ids.len());
         }
         Ok(out)
+    }
+}
+
+/// Tokens kept of each text of a pair of `n1` and `n2` tokens under a budget of
+/// `max`: tokenizers' `LongestFirst` (`utils::truncation::truncate_encodings`).
+fn longest_first(n1: usize, n2: usize, max: usize) -> (usize, usize) {
+    if n1 + n2 <= max {
+        return (n1, n2);
+    }
+    let short = n1.min(n2);
+    let mut keep = if short > max {
+        (short, short)
+    } else {
+        (short, short.max(max - short))
+    };
+    if keep.0 + keep.1 > max {
+        keep = (max / 2, max / 2 + max % 2);
+    }
+    if n1 > n2 {
+        (keep.1, keep.0)
+    } else {
+        keep
     }
 }
