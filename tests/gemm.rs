@@ -92,6 +92,11 @@ fn model_shapes_with_k_blocking() {
         check_shape(33, 384, 1536, threads, 200 + threads as u64);
     }
     check_shape(4, 1024 + 17, 1024 + 17, 2, 300);
+    // One row (decoding a token) sweeps each panel over the whole of K at once.
+    for threads in [1, 2] {
+        check_shape(1, 3001, 70, threads, 500 + threads as u64);
+        check_shape(1, 4864, 896 + 5, threads, 600 + threads as u64);
+    }
 }
 
 #[test]

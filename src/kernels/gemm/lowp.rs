@@ -104,6 +104,7 @@ fn pack_panels<T: Copy + Default>(
     let groups = k.div_ceil(per_group);
     let panels = n.div_ceil(LOWP_NR);
     let mut data = vec![T::default(); panels * groups * LOWP_NR * per_group];
+    super::super::mmap::advise_huge_pages(&data);
     for p in 0..panels {
         let cols = LOWP_NR.min(n - p * LOWP_NR);
         for g in 0..groups {

@@ -99,7 +99,10 @@ impl PackedB {
         let nr = self.kernels.nr;
         let need = n.div_ceil(nr) * k * nr + ALIGN_FLOATS;
         if self.data.len() < need {
-            self.data.resize(need, 0.0);
+            // Zeroed lazily by the allocator (untouched pages), so the advice takes
+            // effect as the panels are written. The old contents are not needed.
+            self.data = vec![0.0; need];
+            super::mmap::advise_huge_pages(&self.data);
         }
         self.offset = self
             .data
@@ -481,7 +484,13 @@ fn compute_direct(job: &Job, c: &mut [f32], ldc: usize, direct: super::DirectMic
     let (mr, nr) = (kern.mr, kern.nr);
     let (k, n) = (job.b.k, job.b.n);
     let col0 = job.p0 * nr;
-    let kc_max = k.div_ceil(k.div_ceil(DIRECT_KC_MAX));
+    // One row (decoding a token): nothing of A to keep in L1, and every weight is
+    // read once: sweep each panel whole, one contiguous stream.
+    let kc_max = if job.rows == 1 {
+        k
+    } else {
+        k.div_ceil(k.div_ceil(DIRECT_KC_MAX))
+    };
     let group = (B_BLOCK_BYTES / (kc_max * nr * 4)).max(1);
     let mut k0 = 0;
     while k0 < k {
