@@ -17,7 +17,10 @@ def test_abandoned_requests_give_their_queue_slots_back(model_dir):
 
     async def main():
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c,
+        ):
             late = {"X-Request-Timeout": "0.05"}
             expired = await asyncio.gather(
                 *(c.post("/embed", json={"inputs": f"late {i}"}, headers=late) for i in (1, 2))
