@@ -65,9 +65,9 @@ bench-peers:
 bench-model:
 	./benches/peers/model_peers.sh
 
-## make bench-server: rinfer's HTTP server vs the in-process engine and a naive FastAPI +
-## sentence-transformers server, wrk on loopback, concurrency 1/8/64, one run; table,
-## ratios and plot in bench-results/.
+## make bench-server: rinfer's HTTP server vs the in-process engine, a naive FastAPI +
+## sentence-transformers server and infinity-emb, wrk on loopback, concurrency 1/8/64,
+## one run; table, ratios and plot in bench-results/.
 bench-server: model python
 	./benches/peers/server_peers.sh
 
