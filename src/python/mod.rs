@@ -63,7 +63,12 @@ fn _resolve(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, failed: bool) -> P
     Ok(())
 }
 
-#[pymodule]
+// `gil_used = true`: PyO3 before 0.28 declared every module as needing the GIL
+// (a free-threaded interpreter turns it back on at import); 0.28 changed the
+// default. Kept as it was: declaring free-threading support is a change of its
+// own, to be made with tests on a free-threaded build. (abi3 builds have no such
+// slot; it applies to version-specific free-threaded builds only.)
+#[pymodule(gil_used = true)]
 fn _rinfer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // numpy's C API is loaded now, not lazily on the first returned array: a
