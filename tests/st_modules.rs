@@ -117,10 +117,17 @@ fn token_embeddings_and_max_seq_length_match_sentence_transformers() {
             .map(|x| x.as_u64().unwrap() as usize)
             .collect();
         assert_eq!(m.dim(), (shape[0], shape[1]), "text {i}");
-        assert_parity(m, &f32s(&w["b64"]), &format!("token embeddings of text {i}"));
+        assert_parity(
+            m,
+            &f32s(&w["b64"]),
+            &format!("token embeddings of text {i}"),
+        );
     }
     // From token ids: the same rows.
-    let ids = model.tokenizer().encode(&[format!("passage: {}", texts[1])], true).unwrap();
+    let ids = model
+        .tokenizer()
+        .encode(&[format!("passage: {}", texts[1])], true)
+        .unwrap();
     let by_ids = model
         .encode_ids_tokens(&[ids.ids_of(0)], &EncodeOptions::default())
         .unwrap();

@@ -361,8 +361,8 @@ impl Embedder {
         let dim = self.out_dim(opts)?;
         self.run(seqs.len(), dim, |start| {
             let chunk = &seqs[start..(start + bs).min(seqs.len())];
-            let enc =
-                encoded_from_ids(chunk, self.folder.max_len()).map_err(|e| shift_index(e, start))?;
+            let enc = encoded_from_ids(chunk, self.folder.max_len())
+                .map_err(|e| shift_index(e, start))?;
             let rows = self.embed(&enc, opts.normalize, 0, dim)?;
             Ok((enc.len(), rows))
         })
