@@ -219,7 +219,11 @@ fn run(
                 waiting.pop_front();
                 continue;
             }
-            let need = (sub.prompt.len() + sub.params.max_tokens).min(dec.config().max_tokens());
+            let need = sub
+                .prompt
+                .len()
+                .saturating_add(sub.params.max_tokens)
+                .min(dec.config().max_tokens());
             if !running.is_empty() && reserved + need > limits.max_batch_tokens {
                 break;
             }

@@ -127,7 +127,7 @@ impl Batch {
                 max: limit - 1,
             });
         }
-        let capacity = (prompt.len() + params.max_tokens).min(limit);
+        let capacity = prompt.len().saturating_add(params.max_tokens).min(limit);
         let mut stops = params.stop_token_ids.clone();
         if !params.ignore_eos {
             stops.extend(&self.eos);
