@@ -22,6 +22,8 @@ mod args;
 pub mod batcher;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod kernels;
 pub mod models;
