@@ -7,10 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 ## make test: fetch the model, then every test: Rust (again under each forced ISA
-## path the CPU has, and with AVX-512 masked off; skips are listed), the Python
-## extension's pytest suite (skip reasons shown), and the stub check.
+## path the CPU has, and with AVX-512 masked off; skips are listed), each fuzz target
+## for 30 s (RINFER_FUZZ_SECONDS), the Python extension's pytest suite (skip reasons
+## shown; schemathesis and the official clients against live servers included), and
+## the stub check.
 test: model python
 	./scripts/test_rust.sh
+	./scripts/test_fuzz.sh
 	./scripts/test_aarch64.sh
 	$(PY) -m pytest tests/python -q -rs
 	@if cargo run -q --locked --example isa -- avx512 >/dev/null; then \
