@@ -8,13 +8,8 @@ import error at collection), it is never skipped."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
-import socket
-import subprocess
-import sys
-import time
 
 import cohere
 import httpx
@@ -23,58 +18,28 @@ import numpy as np
 import pytest
 import rinfer
 from huggingface_hub import InferenceClient
+from live_server import serve
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests/data/models"
 KEY = "sk-local-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serve(model: pathlib.Path, *extra: str):
-    """`rinfer serve` on a free loopback port until /ready answers 200; stopped after."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "rinfer", "serve", "--model", str(model), "--port", str(port), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError(f"rinfer serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("rinfer serve did not become ready")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def embed_server(model_dir):
-    with _serve(model_dir) as base:
+    with serve(model_dir) as base:
         yield base
 
 
 @pytest.fixture(scope="module")
 def classifier_server():
-    with _serve(TINY / "classifier", "--api-key", KEY) as base:
+    with serve(TINY / "classifier", "--api-key", KEY) as base:
         yield base
 
 
 @pytest.fixture(scope="module")
 def rerank_server():
-    with _serve(TINY / "reranker", "--api-key", KEY, "--served-model-name", "local-reranker") as base:
+    with serve(TINY / "reranker", "--api-key", KEY, "--served-model-name", "local-reranker") as base:
         yield base
 
 

@@ -4,9 +4,6 @@ success by the client's own back-off)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -14,37 +11,14 @@ import httpx  # in the test lock (requirements-dev.txt): missing is a failure, n
 import numpy as np
 import openai
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from live_server import serve
 
 
 @pytest.fixture(scope="module")
 def server(model_dir):
-    port = _free_port()
-    cmd = [sys.executable, "-m", "rinfer", "serve", "--model", str(model_dir), "--port", str(port)]
-    cmd += ["--served-model-name", "minilm", "--max-queue", "1", "--max-wait-ms", "1500"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError(f"rinfer serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("rinfer serve did not become ready")
+    extra = ["--served-model-name", "minilm", "--max-queue", "1", "--max-wait-ms", "1500"]
+    with serve(model_dir, *extra) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_openai_client_embeddings_and_errors(server, golden):

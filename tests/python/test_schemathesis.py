@@ -16,14 +16,12 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
+from live_server import serve
 from rinfer.server import Settings, create_app
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "tests/data"
@@ -39,37 +37,13 @@ MODELS = {
 EXAMPLES = int(os.environ.get("RINFER_SCHEMATHESIS_EXAMPLES", "12"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=list(MODELS))
 def live(request, tmp_path_factory):
     """`rinfer serve` of one kind of model, with an API key, on a free loopback port."""
-    port = _free_port()
     jobs = tmp_path_factory.mktemp("schemathesis") / "jobs.db"
-    cmd = [sys.executable, "-m", "rinfer", "serve", "--model", str(MODELS[request.param]), "--port", str(port)]
-    cmd += ["--threads", "1", "--api-key", KEY, "--job-store-url", f"sqlite:///{jobs}", "--request-timeout-s", "10"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError(f"rinfer serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("rinfer serve did not become ready")
+    extra = ["--threads", "1", "--api-key", KEY, "--job-store-url", f"sqlite:///{jobs}", "--request-timeout-s", "10"]
+    with serve(MODELS[request.param], *extra) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_every_operation_of_every_kind_of_model(live, tmp_path):
