@@ -143,7 +143,7 @@ if outside:
 urls = meta.get_all("Project-URL") or []
 print(f"deploy: sdist metadata: License-Expression {lic}, {len(urls)} project URLs, README without outside links")
 if not urls:
-    print("deploy: sdist metadata: warning: no [project.urls] (no public repository URL is known to this repository)")
+    print("deploy: sdist metadata: no [project.urls] in a local build: the wheels workflow writes the repository address (scripts/project_urls.py)")
 for b in bad:
     print(f"deploy: sdist metadata: {b}")
 sys.exit(1 if bad else 0)

@@ -41,6 +41,11 @@ fi
 RAY_PY="$RAY_VENV/bin/python"
 [ -x "$RAY_PY" ] || RAY_PY="$PY"
 # the extension as built in python/rinfer (no second build); Ray's own deprecation noise muted
-PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" RAY_USAGE_STATS_ENABLED=0 \
-  "$RAY_PY" -m pytest tests/python/test_serve_ray.py -q -rs -p no:cacheprovider -W ignore::DeprecationWarning
+# twice: behind Serve's Python proxy (the default), then behind its HAProxy ingress
+# (RAY_SERVE_ENABLE_HA_PROXY=1, what the README recommends for many small requests)
+for haproxy in 0 1; do
+  echo "-- RAY_SERVE_ENABLE_HA_PROXY=$haproxy"
+  PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$haproxy \
+    "$RAY_PY" -m pytest tests/python/test_serve_ray.py -q -rs -p no:cacheprovider -W ignore::DeprecationWarning
+done
 echo "(Ray Serve part: $((SECONDS - t1)) s; services tests in all: $((SECONDS - t0)) s)"
