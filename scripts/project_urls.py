@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import sys
+
 import tomllib
 
 HEADER = "[project.urls]"
