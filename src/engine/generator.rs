@@ -1,7 +1,7 @@
 //! [`Generator`]: text generation from a decoder folder: prompts as text, token
 //! ids or chat messages (the folder's chat template), the end-of-sequence tokens
 //! of `generation_config.json`, and generation of several prompts in one
-//! continuous batch.
+//! continuous batch, with KV caches stored as f32 or bf16 ([`KvDtype`]).
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use super::chat::{ChatTemplate, Message};
 use super::folder::{read_json, Folder, LoadOptions, ModelInfo};
 use crate::error::{Error, Result};
 use crate::generate::{Batch, Event, FinishReason, SamplingParams};
+use crate::models::kv_cache::{KvDtype, KvPool};
 use crate::models::{Decoder, Model};
 use crate::tokenizer::Tokenizer;
 
@@ -44,6 +45,7 @@ pub struct Generator {
     folder: Folder,
     template: Option<ChatTemplate>,
     eos: Vec<u32>,
+    kv_dtype: KvDtype,
 }
 
 impl std::fmt::Debug for Generator {
@@ -101,7 +103,27 @@ impl Generator {
             template: ChatTemplate::from_dir(dir)?,
             folder,
             eos,
+            kv_dtype: KvDtype::F32,
         })
+    }
+
+    /// The same model storing its KV caches as `dtype` (f32 by default; bf16
+    /// halves the cache's memory and the bandwidth decoding reads, within a
+    /// tolerance `tests/generation.rs` measures).
+    pub fn with_kv_cache_dtype(mut self, dtype: KvDtype) -> Self {
+        self.kv_dtype = dtype;
+        self
+    }
+
+    /// How KV caches are stored.
+    pub fn kv_cache_dtype(&self) -> KvDtype {
+        self.kv_dtype
+    }
+
+    /// A block pool for this model's caches with room for `positions` positions
+    /// (a token budget), in its cache dtype, allocated now.
+    pub fn kv_pool(&self, positions: usize) -> Result<std::sync::Arc<KvPool>> {
+        self.model().kv_pool(positions, self.kv_dtype)
     }
 
     /// The decoder.
@@ -152,9 +174,20 @@ impl Generator {
         }
     }
 
-    /// A batch for this model's end-of-sequence tokens.
+    /// A batch for this model's end-of-sequence tokens, on a pool of its own with
+    /// no budget: each sequence's cache blocks are allocated when it is added and
+    /// freed when it ends (a [`crate::engine::Scheduler`] keeps a budget's blocks
+    /// for good instead).
     pub fn batch(&self) -> Batch {
-        Batch::new(self.eos.clone())
+        Batch::new(
+            self.eos.clone(),
+            KvPool::unbudgeted(self.model().kv_shape(), self.kv_dtype),
+        )
+    }
+
+    /// A batch whose caches take their blocks from `pool`.
+    pub fn batch_in(&self, pool: std::sync::Arc<KvPool>) -> Batch {
+        Batch::new(self.eos.clone(), pool)
     }
 
     /// Generates a completion for each prompt, all in one continuous batch;

@@ -1,10 +1,13 @@
 //! A continuous-batching scheduler shared by every caller of one model: a thread
 //! owns one [`Batch`]; callers submit sequences from any thread and read their
-//! events from a channel. Sequences join between steps while the KV budget (cache
-//! positions reserved for prompt + `max_tokens`) allows, wait in a bounded queue
-//! beyond it, and are refused ([`Error::Overloaded`]) past the queue. A caller that
-//! drops its [`Stream`] or cancels it ends its sequence at the next step, freeing
-//! its cache.
+//! events from a channel. The batch's KV caches live in one [`KvPool`] of
+//! `max_batch_tokens` positions (rounded up to blocks), allocated at start.
+//! Sequences join between steps while the pool has the blocks of their prompt +
+//! `max_tokens` unreserved, wait in a bounded queue beyond it, and are refused
+//! ([`Error::Overloaded`]) past the queue. A sequence larger than the whole pool
+//! still runs, alone: it joins an empty batch and the pool grows to fit it until
+//! it ends. A caller that drops its [`Stream`] or cancels it ends its sequence at
+//! the next step, giving its blocks back.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,11 +19,13 @@ use std::time::Duration;
 use super::generator::Generator;
 use crate::error::{Error, Result};
 use crate::generate::{Batch, Event, FinishReason, SamplingParams};
+use crate::models::kv_cache::KvPool;
 
 /// Limits of a [`Scheduler`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SchedulerLimits {
-    /// Cache positions (prompt + `max_tokens` of every running sequence) at most.
+    /// Cache positions (prompt + `max_tokens` of every running sequence) at most:
+    /// the size of the KV pool, rounded up to whole blocks.
     pub max_batch_tokens: usize,
     /// Sequences waiting for room at most; past it, submissions are refused.
     pub max_waiting: usize,
@@ -107,24 +112,39 @@ pub struct Scheduler {
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<SchedulerStats>,
     limits: SchedulerLimits,
+    pool: Arc<KvPool>,
 }
 
 impl Scheduler {
-    /// Starts the scheduler thread for `model`.
+    /// Starts the scheduler thread for `model`, its KV pool (`max_batch_tokens`
+    /// positions in the model's cache dtype) allocated now.
+    ///
+    /// # Panics
+    ///
+    /// When the pool cannot be allocated (a budget too large for memory); see
+    /// [`Self::try_start`].
     pub fn start(model: Arc<Generator>, limits: SchedulerLimits) -> Self {
+        Self::try_start(model, limits).unwrap_or_else(|e| panic!("cannot start the scheduler: {e}"))
+    }
+
+    /// [`Self::start`], refusing a pool that cannot be allocated.
+    pub fn try_start(model: Arc<Generator>, limits: SchedulerLimits) -> Result<Self> {
+        let pool = model.kv_pool(limits.max_batch_tokens)?;
         let (tx, rx) = mpsc::channel::<Submission>();
         let stats = Arc::new(SchedulerStats::default());
         let st = stats.clone();
+        let batch = model.batch_in(pool.clone());
         let thread = std::thread::Builder::new()
             .name("rinfer-generate".into())
-            .spawn(move || run(&model, limits, &rx, &st))
-            .expect("spawn the scheduler thread");
-        Self {
+            .spawn(move || run(&model, batch, limits, &rx, &st))
+            .map_err(|e| Error::InvalidInput(format!("cannot start the scheduler thread: {e}")))?;
+        Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             stats,
             limits,
-        }
+            pool,
+        })
     }
 
     /// Submits a sequence (prompt token ids); its events arrive on the stream.
@@ -159,6 +179,12 @@ impl Scheduler {
     pub fn limits(&self) -> SchedulerLimits {
         self.limits
     }
+
+    /// The pool the running sequences' KV caches take their blocks from (its
+    /// [`KvPool::stats`]: blocks total, in use, reserved).
+    pub fn kv_pool(&self) -> &KvPool {
+        &self.pool
+    }
 }
 
 impl Drop for Scheduler {
@@ -181,12 +207,12 @@ struct Running {
 
 fn run(
     model: &Generator,
+    mut batch: Batch,
     limits: SchedulerLimits,
     rx: &Receiver<Submission>,
     stats: &SchedulerStats,
 ) {
     let dec = model.model();
-    let mut batch: Batch = model.batch();
     batch.prefill_chunk = limits.prefill_chunk.max(1);
     let mut running: Vec<Running> = Vec::new();
     let mut waiting: VecDeque<Submission> = VecDeque::new();
@@ -211,9 +237,9 @@ fn run(
                 }
             }
         }
-        // Admit waiting sequences while the budget allows (the first always fits
-        // an empty batch, so one too large for the budget still runs alone).
-        let mut reserved: usize = running.iter().map(|r| r.reserved).sum();
+        // Admit waiting sequences while the pool has their blocks unreserved (the
+        // first always joins an empty batch, so one too large for the whole pool
+        // still runs alone, the pool growing for it).
         while let Some(sub) = waiting.front() {
             if sub.cancelled.load(Ordering::Relaxed) {
                 waiting.pop_front();
@@ -224,13 +250,12 @@ fn run(
                 .len()
                 .saturating_add(sub.params.max_tokens)
                 .min(dec.config().max_tokens());
-            if !running.is_empty() && reserved + need > limits.max_batch_tokens {
+            if !batch.is_empty() && !batch.pool().fits(need) {
                 break;
             }
             let sub = waiting.pop_front().expect("checked above");
             match batch.add(dec, sub.prompt, sub.params) {
                 Ok(id) => {
-                    reserved += need;
                     running.push(Running {
                         id,
                         events: sub.events,

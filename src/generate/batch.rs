@@ -2,13 +2,16 @@
 //! every active sequence through the decoder together (one matrix product per
 //! weight), prompts in chunks of at most `prefill_chunk` tokens so a long prompt
 //! never stalls the others' decoding for more than a chunk, and decoding
-//! sequences one token each. A finished or cancelled sequence frees its cache at
-//! once.
+//! sequences one token each. Each sequence's KV cache reserves its blocks in the
+//! batch's [`KvPool`] when it joins; a finished or cancelled sequence gives them
+//! back at once.
+
+use std::sync::Arc;
 
 use super::detok::Detokenizer;
 use super::sampler::{Sampler, SamplingParams};
 use crate::error::{Error, Result};
-use crate::models::kv_cache::KvCache;
+use crate::models::kv_cache::{KvCache, KvPool};
 use crate::models::Decoder;
 use crate::tokenizer::Tokenizer;
 
@@ -72,17 +75,26 @@ pub struct Batch {
     pub prefill_chunk: usize,
     /// The model's end-of-sequence tokens.
     eos: Vec<u32>,
+    /// Where the sequences' caches take their blocks.
+    pool: Arc<KvPool>,
 }
 
 impl Batch {
-    /// An empty batch for a model whose end-of-sequence tokens are `eos`.
-    pub fn new(eos: Vec<u32>) -> Self {
+    /// An empty batch for a model whose end-of-sequence tokens are `eos`, its
+    /// caches in `pool` (made for the same model).
+    pub fn new(eos: Vec<u32>, pool: Arc<KvPool>) -> Self {
         Self {
             seqs: Vec::new(),
             next_id: 0,
             prefill_chunk: 512,
             eos,
+            pool,
         }
+    }
+
+    /// The pool the caches take their blocks from.
+    pub fn pool(&self) -> &Arc<KvPool> {
+        &self.pool
     }
 
     /// Active sequences.
@@ -100,8 +112,9 @@ impl Batch {
         self.seqs.iter().map(|s| s.cache.capacity()).sum()
     }
 
-    /// Adds a sequence; returns its id. Its cache is sized for the prompt plus
-    /// `max_tokens` (less when the model's length ends it first).
+    /// Adds a sequence; returns its id. Its cache reserves the blocks of the prompt
+    /// plus `max_tokens` positions (fewer when the model's length ends it first),
+    /// the pool growing when it has too few (see [`KvPool::cache`]).
     pub fn add(
         &mut self,
         model: &Decoder,
@@ -127,7 +140,15 @@ impl Batch {
                 max: limit - 1,
             });
         }
+        if self.pool.shape() != model.kv_shape() {
+            return Err(Error::InvalidInput(format!(
+                "the batch's KV pool holds {:?} per position, the model {:?}",
+                self.pool.shape(),
+                model.kv_shape()
+            )));
+        }
         let capacity = prompt.len().saturating_add(params.max_tokens).min(limit);
+        let cache = self.pool.cache(capacity)?;
         let mut stops = params.stop_token_ids.clone();
         if !params.ignore_eos {
             stops.extend(&self.eos);
@@ -140,7 +161,7 @@ impl Batch {
             prompt_len: prompt.len(),
             tokens: prompt,
             fed: 0,
-            cache: model.new_cache(capacity),
+            cache,
             sampler: Sampler::new(params),
             held: String::new(),
             stops,
@@ -177,16 +198,8 @@ impl Batch {
             ids.extend_from_slice(&s.tokens[start..end]);
             offsets.push(ids.len());
         }
-        let mut caches: Vec<KvCache> = self
-            .seqs
-            .iter_mut()
-            .map(|s| std::mem::replace(&mut s.cache, KvCache::new(0, 0, 0)))
-            .collect();
-        let result = model.forward_cached(&ids, &offsets, &mut caches);
-        for (s, c) in self.seqs.iter_mut().zip(caches) {
-            s.cache = c;
-        }
-        let hidden = result?;
+        let mut caches: Vec<&mut KvCache> = self.seqs.iter_mut().map(|s| &mut s.cache).collect();
+        let hidden = model.forward_cached(&ids, &offsets, &mut caches)?;
         let h = model.config().hidden_size;
         // Sequences whose prompt is now all in the cache sample a token.
         let mut rows = Vec::new();

@@ -9,11 +9,15 @@
 //! projections at once (Q, K and V one GEMM, gate and up one GEMM), attention runs
 //! per sequence, so nothing is padded and no left-padding trick is needed for
 //! last-token pooling. Each layer's keys and values after norm and RoPE are the
-//! rows a KV cache keeps; this forward computes whole sequences from position 0.
+//! rows a KV cache keeps: [`Decoder::forward`] computes whole sequences from
+//! position 0, [`Decoder::forward_cached`] continues sequences from their caches'
+//! blocks (see [`super::kv_cache`]).
+
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvDtype, KvPool, KvShape};
 use super::layers::{gate, sized, Linear, Packing};
 use super::rotary::{RopeScaling, Rotary, RotaryTable};
 use super::TokenBatch;
@@ -385,7 +389,7 @@ impl Decoder {
         &self,
         ids: &[u32],
         offsets: &[usize],
-        caches: &mut [KvCache],
+        caches: &mut [&mut KvCache],
     ) -> Result<Vec<f32>> {
         self.validate(&TokenBatch {
             ids,
@@ -399,16 +403,15 @@ impl Decoder {
                 caches.len()
             )));
         }
-        let width = self.cfg.num_key_value_heads * self.cfg.head_dim;
-        for (s, cache) in caches.iter().enumerate() {
+        let shape = self.kv_shape();
+        for (s, cache) in caches.iter_mut().enumerate() {
             let new = offsets[s + 1] - offsets[s];
-            if cache.width() != width {
+            if cache.shape() != shape {
                 return Err(Error::InvalidInput(format!(
-                    "cache {s} holds {} values per position, the model {width}",
-                    cache.width()
+                    "cache {s} holds {:?} per position, the model {shape:?}",
+                    cache.shape()
                 )));
             }
-            cache.check_room(new)?;
             if cache.len() + new > self.cfg.max_tokens() {
                 return Err(Error::InvalidInput(format!(
                     "sequence {s} would reach {} positions, more than the model's {}",
@@ -416,24 +419,42 @@ impl Decoder {
                     self.cfg.max_tokens()
                 )));
             }
+            cache.make_room(new)?;
         }
         kernels::threads::install(|| self.run(ids, offsets, Some(caches)))
     }
 
-    /// A cache sized for this model with room for `capacity` positions.
-    pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(
-            self.cfg.num_hidden_layers,
-            self.cfg.num_key_value_heads * self.cfg.head_dim,
-            capacity,
-        )
+    /// What a KV cache of this model holds per position.
+    pub fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.cfg.num_hidden_layers,
+            kv_heads: self.cfg.num_key_value_heads,
+            head_dim: self.cfg.head_dim,
+        }
+    }
+
+    /// A block pool for this model's caches with room for `positions` positions
+    /// (a token budget, rounded up to whole blocks), allocated now.
+    pub fn kv_pool(&self, positions: usize, dtype: KvDtype) -> Result<Arc<KvPool>> {
+        KvPool::new(self.kv_shape(), positions, dtype)
+    }
+
+    /// A cache of f32 keys and values with room for `capacity` positions, on a
+    /// pool of its own.
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        self.new_cache_with(capacity, KvDtype::F32)
+    }
+
+    /// [`Self::new_cache`] storing `dtype`.
+    pub fn new_cache_with(&self, capacity: usize, dtype: KvDtype) -> Result<KvCache> {
+        self.kv_pool(capacity, dtype)?.cache(capacity)
     }
 
     fn run(
         &self,
         ids: &[u32],
         offsets: &[usize],
-        mut caches: Option<&mut [KvCache]>,
+        mut caches: Option<&mut [&mut KvCache]>,
     ) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
         let (h, dh, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
@@ -441,7 +462,7 @@ impl Decoder {
         let width = (nh + 2 * nkv) * dh;
         let t = ids.len();
         let past: Vec<usize> = match &caches {
-            Some(c) => c.iter().map(KvCache::len).collect(),
+            Some(c) => c.iter().map(|c| c.len()).collect(),
             None => vec![0; offsets.len().saturating_sub(1)],
         };
         let fresh = past.iter().all(|&p| p == 0);
@@ -496,19 +517,14 @@ impl Decoder {
                 }
             }
             if let Some(caches) = caches.as_deref_mut() {
-                let kv = nkv * dh;
+                // Each new position's keys and values into its block.
+                let (k0, kv) = (nh * dh, nkv * dh);
                 for (s, cache) in caches.iter_mut().enumerate() {
-                    let (k, v): (Vec<f32>, Vec<f32>) = (offsets[s]..offsets[s + 1])
-                        .map(|r| {
-                            let row = &qkv[r * width..(r + 1) * width];
-                            (&row[nh * dh..nh * dh + kv], &row[nh * dh + kv..])
-                        })
-                        .fold((Vec::new(), Vec::new()), |(mut ka, mut va), (k, v)| {
-                            ka.extend_from_slice(k);
-                            va.extend_from_slice(v);
-                            (ka, va)
-                        });
-                    cache.append(i, &k, &v);
+                    for r in offsets[s]..offsets[s + 1] {
+                        let row = &qkv[r * width..(r + 1) * width];
+                        let pos = past[s] + r - offsets[s];
+                        cache.write(i, pos, &row[k0..k0 + kv], &row[k0 + kv..k0 + 2 * kv]);
+                    }
                 }
             }
             match caches.as_deref() {
@@ -608,19 +624,19 @@ impl Decoder {
 
     /// Attention of new tokens over their sequences' caches (which already hold the
     /// new keys and values): query `i` of sequence `s` sits at position
-    /// `past[s] + i` and sees the keys its layer's mask allows.
+    /// `past[s] + i` and sees the keys its layer's mask allows, read block by block.
     fn cached_attention(
         &self,
         layer: usize,
         qkv: &[f32],
         offsets: &[usize],
         past: &[usize],
-        caches: &[KvCache],
+        caches: &[&mut KvCache],
         ctx: &mut [f32],
     ) {
         let shape = self.cfg.attn_shape(layer);
         let (nh, nkv, dh) = (shape.heads, shape.kv_heads, shape.dh);
-        let (width, kvw, group) = ((nh + 2 * nkv) * dh, nkv * dh, nh / nkv);
+        let (width, group) = ((nh + 2 * nkv) * dh, nh / nkv);
         let exp_shifted = self.kernels.exp_shifted;
         let mut parts = Vec::with_capacity(caches.len());
         let mut rest = ctx;
@@ -632,29 +648,24 @@ impl Decoder {
         // One head of one query: scores over the keys its mask allows, softmax,
         // weighted values into `o`.
         let head = |s: usize, i: usize, hd: usize, o: &mut [f32], scores: &mut Vec<f32>| {
-            let (keys, values) = caches[s].layer(layer);
             let pos = past[s] + i;
             let lo = shape.window.map_or(0, |w| pos.saturating_sub(w));
             let hi = if shape.causal {
                 pos + 1
             } else {
-                keys.len() / kvw
+                past[s] + offsets[s + 1] - offsets[s]
             };
-            let g = hd / group;
             let q = &qkv[(offsets[s] + i) * width + hd * dh..][..dh];
-            scores.clear();
-            scores.extend((lo..hi).map(|j| {
-                let k = &keys[j * kvw + g * dh..j * kvw + (g + 1) * dh];
-                q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * shape.scale
-            }));
-            let sum = exp_shifted(scores);
-            o.fill(0.0);
-            for (p, j) in scores.iter().zip(lo..hi) {
-                let v = &values[j * kvw + g * dh..j * kvw + (g + 1) * dh];
-                o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
-            }
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|a| *a *= inv);
+            caches[s].attend(
+                layer,
+                hd / group,
+                q,
+                lo..hi,
+                shape.scale,
+                exp_shifted,
+                o,
+                scores,
+            );
         };
         if parts.len() >= rayon::current_num_threads() {
             parts.into_par_iter().for_each(|(s, rows)| {
