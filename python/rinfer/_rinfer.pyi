@@ -248,6 +248,21 @@ class GenerationStream:
     @property
     def prompt_tokens(self) -> int: ...
 
+@type_check_only
+class GenerationStats(TypedDict):
+    active: int
+    waiting: int
+    reserved: int
+    generated: int
+    steps: int
+    refused: int
+    cache_dtype: Literal["f32", "bf16"]
+    cache_block_size: int
+    cache_blocks_total: int
+    cache_blocks_in_use: int
+    cache_blocks_reserved: int
+    cache_block_bytes: int
+
 @final
 class Generator:
     @staticmethod
@@ -258,8 +273,9 @@ class Generator:
         threads: int | None = None,
         max_batch_tokens: int | None = None,
         max_waiting: int | None = None,
+        kv_cache_dtype: str | None = None,
     ) -> Generator: ...
-    def stats(self) -> dict[str, int]: ...
+    def stats(self) -> GenerationStats: ...
     @property
     def model_info(self) -> ModelInfo: ...
     @property

@@ -15,6 +15,7 @@ use crate::engine::chat::Message;
 use crate::engine::{Generator, Prompt, Scheduler, SchedulerLimits, Stream};
 use crate::error::Error;
 use crate::generate::{Event, SamplingParams};
+use crate::models::kv_cache::KvDtype;
 
 /// A prompt: a `str`, a list of token ids, or chat messages (dicts with `role`
 /// and `content`).
@@ -137,10 +138,12 @@ impl PyGenerator {
     /// Loads a decoder folder with its language-model head; `dtype` "f32"
     /// (default), "bf16" or "int8"; `threads` resizes the compute pool;
     /// `max_batch_tokens` bounds the cache positions (prompt + `max_tokens`) of the
-    /// sequences running together, `max_waiting` the sequences waiting for room
-    /// (past it, `OverloadedError`).
+    /// sequences running together (the KV block pool's size, allocated at load),
+    /// `max_waiting` the sequences waiting for room (past it, `OverloadedError`);
+    /// `kv_cache_dtype` "f32" (default) or "bf16" stores the KV cache.
     #[staticmethod]
-    #[pyo3(signature = (path, *, dtype=None, threads=None, max_batch_tokens=None, max_waiting=None))]
+    #[pyo3(signature = (path, *, dtype=None, threads=None, max_batch_tokens=None, max_waiting=None,
+        kv_cache_dtype=None))]
     fn load(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -148,27 +151,38 @@ impl PyGenerator {
         threads: Option<usize>,
         max_batch_tokens: Option<usize>,
         max_waiting: Option<usize>,
+        kv_cache_dtype: Option<&str>,
     ) -> PyResult<Self> {
-        let inner = load_model(py, dtype, threads, Some(-1.0), move |o| {
-            Generator::load_with(&path, &o)
-        })?;
+        let kv = match kv_cache_dtype {
+            Some(name) => KvDtype::parse(name).map_err(to_py)?,
+            None => KvDtype::F32,
+        };
         let d = SchedulerLimits::default();
         let limits = SchedulerLimits {
             max_batch_tokens: max_batch_tokens.unwrap_or(d.max_batch_tokens).max(1),
             max_waiting: max_waiting.unwrap_or(d.max_waiting),
             prefill_chunk: d.prefill_chunk,
         };
+        let inner = load_model(py, dtype, threads, Some(-1.0), move |o| {
+            Ok(Generator::load_with(&path, &o)?.with_kv_cache_dtype(kv))
+        })?;
+        let model = inner.clone();
+        let sched = detached(py, move || Scheduler::try_start(model, limits))?;
         Ok(Self {
-            sched: Arc::new(Scheduler::start(inner.clone(), limits)),
+            sched: Arc::new(sched),
             inner,
         })
     }
 
     /// The shared batch's counters: `active` and `waiting` sequences, `reserved`
-    /// cache positions, `generated` tokens, `steps`, `refused` submissions.
+    /// cache positions, `generated` tokens, `steps`, `refused` submissions; the KV
+    /// cache's `cache_dtype`, `cache_block_size` (positions per block),
+    /// `cache_blocks_total`, `cache_blocks_in_use`, `cache_blocks_reserved` and
+    /// `cache_block_bytes` (one block's memory).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         use std::sync::atomic::Ordering::Relaxed;
         let st = self.sched.stats();
+        let pool = self.sched.kv_pool().stats();
         let d = PyDict::new(py);
         d.set_item("active", st.active.load(Relaxed))?;
         d.set_item("waiting", st.waiting.load(Relaxed))?;
@@ -176,6 +190,12 @@ impl PyGenerator {
         d.set_item("generated", st.generated.load(Relaxed))?;
         d.set_item("steps", st.steps.load(Relaxed))?;
         d.set_item("refused", st.refused.load(Relaxed))?;
+        d.set_item("cache_dtype", pool.dtype.name())?;
+        d.set_item("cache_block_size", pool.block_len)?;
+        d.set_item("cache_blocks_total", pool.blocks_total)?;
+        d.set_item("cache_blocks_in_use", pool.blocks_in_use)?;
+        d.set_item("cache_blocks_reserved", pool.blocks_reserved)?;
+        d.set_item("cache_block_bytes", pool.block_bytes)?;
         Ok(d)
     }
 

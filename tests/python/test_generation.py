@@ -1,7 +1,8 @@
 """Text generation from Python on the tiny decoder folders: greedy tokens equal
 transformers' ``generate`` (goldens of scripts/make_golden_generation.py), streamed
 deltas add up to the completion, chat messages go through the folder's template,
-async streaming, stop strings, closing a stream, bad arguments."""
+async streaming, stop strings, closing a stream, bad arguments; a bf16 KV cache,
+the cache's block counters in ``stats()`` and ``/metrics``, ``RINFER_KV_CACHE_DTYPE``."""
 
 from __future__ import annotations
 
@@ -109,3 +110,60 @@ def test_overload_is_a_typed_error():
     with pytest.raises(rinfer.OverloadedError):
         model.generate("The cat", max_tokens=4)
     s.close()
+
+
+def test_bf16_kv_cache_generates_and_stats_report_blocks():
+    import time
+
+    model = rinfer.Generator.load(DATA / "gemma3", kv_cache_dtype="bf16", max_batch_tokens=100)
+    st = model.stats()
+    assert st["cache_dtype"] == "bf16" and st["cache_block_size"] == 16
+    assert (st["cache_blocks_total"], st["cache_blocks_in_use"], st["cache_blocks_reserved"]) == (7, 0, 0)
+    # gemma3's tiny config: 3 layers x (keys, values) x 2 kv heads x 24 x 16 positions, 2 bytes each
+    assert st["cache_block_bytes"] == 3 * 2 * 2 * 24 * 16 * 2
+    out = model.generate("The cat", max_tokens=20, ignore_eos=True)
+    assert len(out.tokens) == 20 and out.finish_reason == "length"
+    assert model.stats()["cache_blocks_in_use"] == 0
+    prompt = model.encode_prompt("The cat")
+    s = model.stream("The cat", max_tokens=200, ignore_eos=True)
+    next(s)
+    st = model.stats()
+    if st["active"] == 1:  # still running (it may already have finished on a fast machine)
+        need = -(-(len(prompt) + 200) // 16)
+        assert st["cache_blocks_reserved"] == need, st
+        assert 1 <= st["cache_blocks_in_use"] <= need, st
+        assert st["cache_blocks_total"] == max(7, need), "a sequence larger than the pool grows it"
+    s.close()
+    deadline = time.monotonic() + 10
+    while model.stats()["active"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    st = model.stats()
+    assert (st["cache_blocks_total"], st["cache_blocks_in_use"], st["cache_blocks_reserved"]) == (7, 0, 0)
+    assert rinfer.Generator.load(DATA / "qwen3").stats()["cache_dtype"] == "f32"
+
+
+def test_bad_kv_cache_dtype_is_a_typed_error():
+    with pytest.raises(rinfer.InvalidInputError, match='"f32", "bf16"'):
+        rinfer.Generator.load(DATA / "qwen3", kv_cache_dtype="f16")
+
+
+def test_server_kv_cache_setting_and_block_metrics(monkeypatch):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from pydantic import ValidationError
+    from rinfer.server import Settings, create_app
+
+    monkeypatch.setenv("RINFER_KV_CACHE_DTYPE", "bf16")
+    settings = Settings(model_path=str(DATA / "qwen3_chat"))
+    assert settings.kv_cache_dtype == "bf16"
+    with pytest.raises(ValidationError):
+        Settings(model_path=str(DATA / "qwen3_chat"), kv_cache_dtype="f16")
+    with TestClient(create_app(settings)) as c:
+        assert c.app.state.generator.stats()["cache_dtype"] == "bf16"
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        assert c.post("/v1/chat/completions", json=body).status_code == 200
+        text = c.get("/metrics").text
+    lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith("rinfer_")}
+    assert lines["rinfer_generation_cache_blocks_in_use"] == 0
+    assert lines["rinfer_generation_cache_blocks_total"] == 2048  # the default 32768 positions
+    assert "rinfer_generation_cache_blocks_reserved" in lines

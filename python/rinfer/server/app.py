@@ -222,7 +222,9 @@ async def lifespan(app: FastAPI):
         model = await asyncio.to_thread(rinfer.Embedder.load, path, **common)
         await asyncio.to_thread(_probe_sparse, model)
     elif kind == "generator":
-        model = await asyncio.to_thread(rinfer.Generator.load, path, threads=s.threads, dtype=s.dtype)
+        model = await asyncio.to_thread(
+            rinfer.Generator.load, path, threads=s.threads, dtype=s.dtype, kv_cache_dtype=s.kv_cache_dtype
+        )
         await asyncio.to_thread(_probe_generator, model)
     else:
         loader = rinfer.Classifier if kind == "classifier" else rinfer.Reranker

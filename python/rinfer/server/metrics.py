@@ -34,6 +34,9 @@ class BatcherCollector:
                 ("active", "sequences generating in the shared batch"),
                 ("waiting", "sequences waiting for room in the batch"),
                 ("reserved", "KV cache positions reserved by running sequences"),
+                ("cache_blocks_total", "KV cache blocks in the pool"),
+                ("cache_blocks_in_use", "KV cache blocks holding running sequences' keys and values"),
+                ("cache_blocks_reserved", "KV cache blocks reserved by running sequences (in use or to come)"),
             ]:
                 g = GaugeMetricFamily(f"rinfer_generation_{key}", doc)
                 g.add_metric([], gs[key])

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         "(default 0.999 bf16, 0.99 int8)",
     )
     max_batch_tokens: int = Field(16384, ge=1, description="tokens per engine batch")
+    kv_cache_dtype: Literal["f32", "bf16"] = Field(
+        "f32",
+        description="generation: how the KV cache stores keys and values: f32 (exact) or bf16 (half the memory "
+        "and decode bandwidth, logits within a measured tolerance)",
+    )
     max_wait_ms: float = Field(
         0.0,
         ge=0,
