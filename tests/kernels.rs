@@ -406,3 +406,56 @@ fn masked_features_read_as_absent() {
     }
     assert!(Isa::Generic.is_supported());
 }
+
+#[test]
+fn dot_and_axpy_match_reference() {
+    for (s, &n) in SIZES.iter().enumerate() {
+        let a = random(n, 40 + s as u64);
+        let b = random(n + 3, 80 + s as u64); // longer: only the shorter length counts
+        let want = (generic().dot)(&a, &b);
+        let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        assert!(
+            (want as f64 - exact).abs() <= 1e-6 * (1.0 + exact.abs()),
+            "generic dot n={n}"
+        );
+        let y0 = random(n, 120 + s as u64);
+        let mut want_y = y0.clone();
+        (generic().axpy)(&mut want_y, -0.75, &a);
+        for isa in isas() {
+            let k = kernels::for_isa(isa).unwrap();
+            let got = (k.dot)(&a, &b);
+            let scale: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+            assert!(
+                (got - want).abs() <= 1e-6 * (1.0 + scale),
+                "dot on {isa}, n={n}: {got} vs {want}"
+            );
+            let mut y = y0.clone();
+            (k.axpy)(&mut y, -0.75, &a);
+            assert_close(&y, &want_y, 1e-6, &format!("axpy on {isa}, n={n}"));
+            // bf16 operands: the same as f32 on their widened values
+            let bits: Vec<u16> = b
+                .iter()
+                .map(|v| half::bf16::from_f32(*v).to_bits())
+                .collect();
+            let wide: Vec<f32> = bits
+                .iter()
+                .map(|&v| half::bf16::from_bits(v).to_f32())
+                .collect();
+            let want16 = (generic().dot)(&a, &wide);
+            assert_eq!(
+                (generic().dot_bf16)(&a, &bits),
+                want16,
+                "generic dot_bf16 n={n}"
+            );
+            let got16 = (k.dot_bf16)(&a, &bits);
+            assert!(
+                (got16 - want16).abs() <= 1e-6 * (1.0 + scale),
+                "dot_bf16 on {isa}, n={n}: {got16} vs {want16}"
+            );
+            let (mut y16, mut yw) = (y0.clone(), y0.clone());
+            (k.axpy_bf16)(&mut y16, 0.5, &bits[..n]);
+            (generic().axpy)(&mut yw, 0.5, &wide[..n]);
+            assert_close(&y16, &yw, 1e-6, &format!("axpy_bf16 on {isa}, n={n}"));
+        }
+    }
+}

@@ -141,7 +141,8 @@ impl Rng {
 pub struct Choice {
     /// The token.
     pub token: u32,
-    /// Its log-probability under the penalised, biased logits.
+    /// Its log-probability under the penalised, biased logits (NaN unless the
+    /// parameters ask for `logprobs`).
     pub logprob: f32,
     /// The most likely tokens with their log-probabilities, when asked for.
     pub top: Vec<(u32, f32)>,
@@ -204,8 +205,14 @@ impl Sampler {
         for &(t, b) in &p.logit_bias {
             logits[t as usize] += b;
         }
-        let log_z = log_sum_exp(logits);
         let (greedy, logprobs) = (p.temperature == 0.0, p.logprobs);
+        // The normaliser only when log-probabilities are asked for: a pass of exp
+        // over the whole vocabulary, per token, that decoding does not need otherwise.
+        let log_z = if logprobs.is_some() {
+            log_sum_exp(logits)
+        } else {
+            f32::NAN
+        };
         let token = if greedy {
             argmax(logits)
         } else {

@@ -389,6 +389,14 @@ pub struct Kernels {
     pub exp_shifted: fn(x: &mut [f32]) -> f32,
     /// Scales a row to unit L2 norm (a zero row stays zero).
     pub l2_normalize: fn(x: &mut [f32]),
+    /// `sum a[i] * b[i]` over the shorter of the two (attention scores over a cache).
+    pub dot: fn(a: &[f32], b: &[f32]) -> f32,
+    /// `y[i] += a * x[i]` over the shorter of the two (attention's weighted values).
+    pub axpy: fn(y: &mut [f32], a: f32, x: &[f32]),
+    /// [`Kernels::dot`] with `b` in bf16 bits (a bf16 KV cache).
+    pub dot_bf16: fn(a: &[f32], b: &[u16]) -> f32,
+    /// [`Kernels::axpy`] with `x` in bf16 bits (a bf16 KV cache).
+    pub axpy_bf16: fn(y: &mut [f32], a: f32, x: &[u16]),
     /// `out[j] = mean_i x[i * out.len() + j]` over the rows of `x`.
     pub mean_rows: fn(x: &[f32], out: &mut [f32]),
     /// Little-endian IEEE f16 bytes to f32 (`dst.len() * 2 == src.len()`).

@@ -148,6 +148,79 @@ fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
     acc.iter().sum()
 }
 
+/// Sum of the lanes of one accumulator, pairwise (a few shuffles, not a chain).
+#[inline(always)]
+fn hsum(mut acc: [f32; LANES]) -> f32 {
+    let mut half = LANES / 2;
+    while half > 0 {
+        for i in 0..half {
+            acc[i] += acc[i + half];
+        }
+        half /= 2;
+    }
+    acc[0]
+}
+
+/// `sum a[i] * b[i]` over the shorter length, lane-wise like [`sum`].
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in ta.iter().zip(tb).enumerate() {
+        acc[i] += *x * *y;
+    }
+    hsum(acc)
+}
+
+/// `y[i] += a * x[i]` over the shorter length.
+#[inline(always)]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (v, u) in y.iter_mut().zip(x) {
+        *v += a * *u;
+    }
+}
+
+/// bf16 bits widened to f32 (exact).
+#[inline(always)]
+fn widen(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// [`dot`] with `b` in bf16 bits, widened on the fly.
+#[inline(always)]
+pub fn dot_bf16(a: &[f32], b: &[u16]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * widen(y[i]);
+        }
+    }
+    for (i, (x, y)) in ta.iter().zip(tb).enumerate() {
+        acc[i] += *x * widen(*y);
+    }
+    hsum(acc)
+}
+
+/// [`axpy`] with `x` in bf16 bits, widened on the fly.
+#[inline(always)]
+pub fn axpy_bf16(y: &mut [f32], a: f32, x: &[u16]) {
+    for (v, u) in y.iter_mut().zip(x) {
+        *v += a * widen(*u);
+    }
+}
+
 #[inline(always)]
 fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];

@@ -637,7 +637,7 @@ impl Decoder {
         let shape = self.cfg.attn_shape(layer);
         let (nh, nkv, dh) = (shape.heads, shape.kv_heads, shape.dh);
         let (width, group) = ((nh + 2 * nkv) * dh, nh / nkv);
-        let exp_shifted = self.kernels.exp_shifted;
+        let kern = self.kernels;
         let mut parts = Vec::with_capacity(caches.len());
         let mut rest = ctx;
         for s in 0..caches.len() {
@@ -656,16 +656,7 @@ impl Decoder {
                 past[s] + offsets[s + 1] - offsets[s]
             };
             let q = &qkv[(offsets[s] + i) * width + hd * dh..][..dh];
-            caches[s].attend(
-                layer,
-                hd / group,
-                q,
-                lo..hi,
-                shape.scale,
-                exp_shifted,
-                o,
-                scores,
-            );
+            caches[s].attend(kern, layer, hd / group, q, lo..hi, shape.scale, o, scores);
         };
         if parts.len() >= rayon::current_num_threads() {
             parts.into_par_iter().for_each(|(s, rows)| {

@@ -13,6 +13,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::kernels::Kernels;
 
 /// Positions per block.
 pub const BLOCK_LEN: usize = 16;
@@ -429,17 +430,17 @@ impl KvCache {
 
     /// Attention of one query head `q` over kv head `g` of `layer` at positions
     /// `keys` (all written): scores `q·k * scale`, `exp_shifted` (softmax without
-    /// the division), the weighted values into `o`. Reads block by block; bf16 is
-    /// widened on the fly. `scores` is scratch.
+    /// the division), the weighted values into `o`, with the path's vector kernels.
+    /// Reads block by block; bf16 is widened on the fly. `scores` is scratch.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend(
         &self,
+        kern: &Kernels,
         layer: usize,
         g: usize,
         q: &[f32],
         keys: Range<usize>,
         scale: f32,
-        exp_shifted: fn(&mut [f32]) -> f32,
         o: &mut [f32],
         scores: &mut Vec<f32>,
     ) {
@@ -452,16 +453,16 @@ impl KvCache {
                 Block::F32(d) => scores.extend(
                     d[at..at + n]
                         .chunks_exact(dh)
-                        .map(|k| q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale),
+                        .map(|k| (kern.dot)(q, k) * scale),
                 ),
                 Block::Bf16(d) => scores.extend(
                     d[at..at + n]
                         .chunks_exact(dh)
-                        .map(|k| q.iter().zip(k).map(|(a, &b)| a * widen(b)).sum::<f32>() * scale),
+                        .map(|k| (kern.dot_bf16)(q, k) * scale),
                 ),
             }
         }
-        let sum = exp_shifted(scores);
+        let sum = (kern.exp_shifted)(scores);
         o.fill(0.0);
         let mut p = scores.iter();
         for (b, slots) in segments(keys) {
@@ -470,12 +471,12 @@ impl KvCache {
             match &self.blocks[b] {
                 Block::F32(d) => {
                     for (v, p) in d[at..at + n].chunks_exact(dh).zip(&mut p) {
-                        o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+                        (kern.axpy)(o, *p, v);
                     }
                 }
                 Block::Bf16(d) => {
                     for (v, p) in d[at..at + n].chunks_exact(dh).zip(&mut p) {
-                        o.iter_mut().zip(v).for_each(|(a, &b)| *a += p * widen(b));
+                        (kern.axpy_bf16)(o, *p, v);
                     }
                 }
             }

@@ -29,6 +29,10 @@ pub static KERNELS: Kernels = Kernels {
     softmax,
     exp_shifted,
     l2_normalize,
+    dot,
+    axpy,
+    dot_bf16,
+    axpy_bf16,
     mean_rows,
     f16_to_f32,
     bf16_to_f32,
@@ -178,6 +182,36 @@ pub fn l2_normalize(x: &mut [f32]) {
     let inv = 1.0 / norm.max(1e-12);
     for v in x.iter_mut() {
         *v = (*v as f64 * inv) as f32;
+    }
+}
+
+/// `sum a[i] * b[i]` in f64 over the shorter length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x as f64 * y as f64)
+        .sum::<f64>() as f32
+}
+
+/// `y[i] += a * x[i]` over the shorter length.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (v, u) in y.iter_mut().zip(x) {
+        *v += a * *u;
+    }
+}
+
+/// [`dot`] with `b` in bf16 bits.
+pub fn dot_bf16(a: &[f32], b: &[u16]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x as f64 * half::bf16::from_bits(y).to_f64())
+        .sum::<f64>() as f32
+}
+
+/// [`axpy`] with `x` in bf16 bits.
+pub fn axpy_bf16(y: &mut [f32], a: f32, x: &[u16]) {
+    for (v, u) in y.iter_mut().zip(x) {
+        *v += a * half::bf16::from_bits(*u).to_f32();
     }
 }
 

@@ -30,6 +30,10 @@ pub const TABLE: Kernels = Kernels {
     softmax,
     exp_shifted,
     l2_normalize,
+    dot,
+    axpy,
+    dot_bf16,
+    axpy_bf16,
     mean_rows,
     f16_to_f32,
     bf16_to_f32,
@@ -47,6 +51,10 @@ vector_kernels! { "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c";
     softmax(x: &mut [f32], mask: Option<&[f32]>);
     exp_shifted(x: &mut [f32]) -> f32;
     l2_normalize(x: &mut [f32]);
+    dot(a: &[f32], b: &[f32]) -> f32;
+    axpy(y: &mut [f32], a: f32, x: &[f32]);
+    dot_bf16(a: &[f32], b: &[u16]) -> f32;
+    axpy_bf16(y: &mut [f32], a: f32, x: &[u16]);
     mean_rows(x: &[f32], out: &mut [f32]);
     bf16_to_f32(src: &[u8], dst: &mut [f32]);
 }
