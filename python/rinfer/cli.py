@@ -284,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-prompt-name",
         help="prompt of the model's config used when a request names none (default: no prompt)",
     )
+    s.add_argument(
+        "--kv-cache-dtype",
+        choices=["f32", "bf16"],
+        help="generation: how the KV cache stores keys and values: f32 (exact, default) or bf16 (half the "
+        "memory; logits within about 2%% of the largest f32-cache logit)",
+    )
     s.add_argument("--json-output", action="store_true", help="log lines as JSON objects (as --log-format json)")
     s.add_argument("--max-batch-tokens", type=int, help="tokens per engine batch (default 16384)")
     s.add_argument(
