@@ -1,7 +1,7 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
 
-.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders bench-generation bench-reliability bench-ray fmt python
+.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders bench-generation bench-reliability bench-ray bench-peak fmt python
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -73,6 +73,11 @@ bench-model:
 ## one run; table, ratios and plot in bench-results/.
 bench-server: model python
 	./benches/peers/server_peers.sh
+
+## make bench-peak: the CPU's f32 FMA ceiling (GFLOP/s at 2 threads), against which the
+## model benchmarks' matrix rates are read.
+bench-peak:
+	./benches/peers/fma_peak.sh
 
 ## make bench-ray: rinfer on Ray Serve (2 replicas x 1 thread) vs one process x 2 threads,
 ## concurrency 1, 64 single texts and 8 x 32 texts; table, JSON and plot in bench-results/.
