@@ -172,6 +172,9 @@ fn microkernel_direct(
     go!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
+/// Floats ahead of the weight stream that a one-row tile prefetches.
+const PF_AHEAD: usize = 1024;
+
 /// The `M x 32` tile with A read in place.
 ///
 /// # Safety
@@ -196,7 +199,12 @@ unsafe fn tile_direct<const M: usize>(
     let mut bp = b;
     for p in 0..kc {
         // SAFETY: `p < kc`: each row's value `p` and the panel's group `p` are in bounds.
+        // A prefetch is a hint that never faults, so one past the panel's end is harmless.
         unsafe {
+            if M == 1 {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_AHEAD) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_AHEAD + 16) as *const i8);
+            }
             let b0 = _mm512_loadu_ps(bp);
             let b1 = _mm512_loadu_ps(bp.add(16));
             for i in 0..M {

@@ -90,7 +90,12 @@ unsafe fn bf16_tile<const M: usize>(
     let mut bp = b;
     for q in 0..kp {
         // SAFETY: `q < kp`: the weight group and each row's pair `q` are in bounds.
+        // A prefetch is a hint that never faults, so one past the panel's end is harmless.
         unsafe {
+            if M == 1 {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF + 32) as *const i8);
+            }
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp as *const _));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32) as *const _));
             for i in 0..M {
@@ -106,6 +111,9 @@ unsafe fn bf16_tile<const M: usize>(
     // contract), and the CPU supports AVX-512F (this function's target features).
     unsafe { store(c0, c1, c, ldc, nr, false) };
 }
+
+/// bf16 values ahead of the weight stream that a one-row tile prefetches.
+const PF: usize = 2048;
 
 /// Safe entry point with the [`crate::kernels::Int8Kernel`] contract.
 #[allow(clippy::too_many_arguments)]
