@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from server_bench import lua_many, lua_single, openai_body, run_wrk, write_lua
+from server_bench import cpu_name, lua_many, lua_single, openai_body, run_wrk, write_lua
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DUR = float(os.environ.get("BENCH_S", "10"))
@@ -72,16 +71,6 @@ def run_all(base: str) -> dict:
     finally:
         for f in scripts:
             os.unlink(f)
-
-
-def cpu_name() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(out: dict) -> str:

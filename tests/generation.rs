@@ -66,14 +66,7 @@ fn cached_decode_logits_match_a_full_recompute() {
                 .unwrap();
             fed = end;
             let got = model.lm_logits(&hidden[(new.len() - 1) * h..], 1).unwrap();
-            let full = model
-                .forward(&TokenBatch {
-                    ids: &all[..end],
-                    type_ids: None,
-                    offsets: &[0, end],
-                })
-                .unwrap();
-            let want = model.lm_logits(&full[(end - 1) * h..], 1).unwrap();
+            let want = recomputed_logits(model, &all[..end]);
             common::assert_close(&got, &want, 1e-4, &format!("{name}: logits at {end}"));
             assert_eq!(
                 rinfer::generate::sampler::argmax(&got),
@@ -482,6 +475,19 @@ fn the_shared_scheduler_batches_callers_and_frees_the_ones_that_leave() {
     assert!(matches!(err, rinfer::Error::Overloaded { .. }), "{err}");
 }
 
+/// The next-token logits of `ids` by a full forward pass without a cache.
+fn recomputed_logits(model: &rinfer::models::Decoder, ids: &[u32]) -> Vec<f32> {
+    let h = model.config().hidden_size;
+    let full = model
+        .forward(&TokenBatch {
+            ids,
+            type_ids: None,
+            offsets: &[0, ids.len()],
+        })
+        .unwrap();
+    model.lm_logits(&full[(ids.len() - 1) * h..], 1).unwrap()
+}
+
 fn pool_counts(pool: &rinfer::models::kv_cache::KvPool) -> (usize, usize, usize) {
     let s = pool.stats();
     (s.blocks_total, s.blocks_in_use, s.blocks_reserved)
@@ -532,17 +538,9 @@ fn sequences_spanning_many_blocks_decode_as_a_full_recompute() {
             all.len()
         );
         let stepped = stepped_logits(&g, &all, prompt.len(), Default::default());
-        let h = model.config().hidden_size;
         for (k, got) in stepped.iter().enumerate() {
             let end = prompt.len() + k;
-            let full = model
-                .forward(&TokenBatch {
-                    ids: &all[..end],
-                    type_ids: None,
-                    offsets: &[0, end],
-                })
-                .unwrap();
-            let want = model.lm_logits(&full[(end - 1) * h..], 1).unwrap();
+            let want = recomputed_logits(model, &all[..end]);
             common::assert_close(got, &want, 1e-4, &format!("{name}: logits at {end}"));
             assert_eq!(
                 rinfer::generate::sampler::argmax(got),

@@ -161,9 +161,9 @@ fn hsum(mut acc: [f32; LANES]) -> f32 {
     acc[0]
 }
 
-/// `sum a[i] * b[i]` over the shorter length, lane-wise like [`sum`].
+/// `sum a[i] * f(b[i])` over the shorter length, lane-wise like [`sum`].
 #[inline(always)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot_by<T: Copy>(a: &[f32], b: &[T], f: impl Fn(T) -> f32) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
@@ -171,13 +171,19 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ta, tb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..LANES {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i] * f(y[i]);
         }
     }
     for (i, (x, y)) in ta.iter().zip(tb).enumerate() {
-        acc[i] += *x * *y;
+        acc[i] += *x * f(*y);
     }
     hsum(acc)
+}
+
+/// `sum a[i] * b[i]` over the shorter length.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_by(a, b, |x| x)
 }
 
 /// `y[i] += a * x[i]` over the shorter length.
@@ -197,20 +203,7 @@ fn widen(b: u16) -> f32 {
 /// [`dot`] with `b` in bf16 bits, widened on the fly.
 #[inline(always)]
 pub fn dot_bf16(a: &[f32], b: &[u16]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ta, tb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += x[i] * widen(y[i]);
-        }
-    }
-    for (i, (x, y)) in ta.iter().zip(tb).enumerate() {
-        acc[i] += *x * widen(*y);
-    }
-    hsum(acc)
+    dot_by(a, b, widen)
 }
 
 /// [`axpy`] with `x` in bf16 bits, widened on the fly.
