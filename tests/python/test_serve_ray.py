@@ -78,8 +78,12 @@ def cluster(model_dir):
             name="rinfer",
             route_prefix="/",
         )
+        base = f"http://127.0.0.1:{port}"
         print(f"\nRay + Serve + 2 replicas up in {time.time() - t0:.1f}s")
-        yield f"http://127.0.0.1:{port}"
+        t_route = time.time()
+        _wait_until_routed_to_both(base)
+        print(f"the ingress routes to both replicas after {time.time() - t_route:.1f}s more")
+        yield base
     finally:
         t1 = time.time()
         serve.shutdown()
@@ -95,6 +99,24 @@ def _client(base: str):
 def _embed(client, text: str):
     raw = client.embeddings.with_raw_response.create(model=MODEL, input=text)
     return raw.headers.get(REPLICA_HEADER), np.array(raw.parse().data[0].embedding, np.float32)
+
+
+def _wait_until_routed_to_both(base: str, timeout: float = 60.0) -> None:
+    """Serve reports a replica RUNNING before its ingress routes to it: the HAProxy ingress
+    reloads its backend list asynchronously, so the first requests after serve.run() may
+    all reach the replica it knew first. Wait (bounded) until bursts reach both."""
+    import httpx
+
+    end = time.time() + timeout
+    seen: set[str] = set()
+    while len(seen) < 2:
+        assert time.time() < end, f"after {timeout}s the ingress still routes only to {seen}"
+        for _ in range(8):  # a new connection each: a balancer may pin a kept-alive one
+            r = httpx.get(f"{base}/health", timeout=10)
+            if r.status_code == 200 and r.headers.get(REPLICA_HEADER):
+                seen.add(r.headers[REPLICA_HEADER])
+        if len(seen) < 2:
+            time.sleep(0.5)
 
 
 def _replicas_running() -> int:
