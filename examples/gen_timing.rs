@@ -6,7 +6,10 @@
 //!   PROMPT_TOKENS  length of the (fixed pseudo-random) prompt
 //!   NEW_TOKENS     tokens generated per sequence (end-of-sequence ignored)
 //!   DTYPE          f32 (default), bf16 or int8
-//!   STREAMS        concurrent sequences of the batched run (default 8)
+//!   STREAMS        concurrent sequences of the batched run (default 8), or `serve`:
+//!                  load and warm up, print `ready`, then for each line read on stdin
+//!                  time one prefill + decode of the prompt and print its JSON line
+//!                  (for a bench that interleaves engines' repetitions)
 //! Prints prefill tokens/s and time to first token (one sequence), decode tokens/s
 //! (one sequence), the aggregate tokens/s of STREAMS sequences decoding together,
 //! and the memory bandwidth of a parallel copy measured in the same process.
@@ -58,7 +61,11 @@ fn main() {
     let p_len: usize = args[1].parse().expect("PROMPT_TOKENS");
     let n_new: usize = args[2].parse().expect("NEW_TOKENS");
     let dtype = Precision::parse(args.get(3).map_or("f32", |s| s.as_str())).expect("DTYPE");
-    let streams: usize = args.get(4).map_or(8, |s| s.parse().expect("STREAMS"));
+    let serve = args.get(4).is_some_and(|s| s == "serve");
+    let streams: usize = match args.get(4) {
+        Some(s) if !serve => s.parse().expect("STREAMS"),
+        _ => 8,
+    };
     let load = LoadOptions {
         dtype,
         quality_floor: Some(-1.0),
@@ -94,19 +101,36 @@ fn main() {
         b.step(model, g.tokenizer()).unwrap();
     }
     // One sequence: prefill (time to first token), then decode.
-    let mut b = g.batch();
-    b.prefill_chunk = p_len.max(1);
-    b.add(model, prompt(p_len, vocab, 1), params.clone())
-        .unwrap();
-    let t = Instant::now();
-    b.step(model, g.tokenizer()).unwrap();
-    let ttft = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let mut decoded = 0;
-    while !b.is_empty() {
-        decoded += b.step(model, g.tokenizer()).unwrap().len();
+    let single = || {
+        let mut b = g.batch();
+        b.prefill_chunk = p_len.max(1);
+        b.add(model, prompt(p_len, vocab, 1), params.clone())
+            .unwrap();
+        let t = Instant::now();
+        b.step(model, g.tokenizer()).unwrap();
+        let ttft = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut decoded = 0;
+        while !b.is_empty() {
+            decoded += b.step(model, g.tokenizer()).unwrap().len();
+        }
+        (ttft, decoded, t.elapsed().as_secs_f64())
+    };
+    if serve {
+        println!("ready");
+        for line in std::io::stdin().lines() {
+            if line.is_err() {
+                break;
+            }
+            let (ttft, decoded, decode_s) = single();
+            println!(
+                "{{\"ttft_s\":{ttft:.6},\"decoded\":{decoded},\"decode_s\":{decode_s:.6},\"decode_tok_s\":{:.3}}}",
+                decoded as f64 / decode_s
+            );
+        }
+        return;
     }
-    let decode_s = t.elapsed().as_secs_f64();
+    let (ttft, decoded, decode_s) = single();
     // STREAMS sequences decoding together (prefilled first, decode timed).
     let mut b = g.batch();
     b.prefill_chunk = p_len.max(1);

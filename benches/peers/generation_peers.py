@@ -46,6 +46,15 @@ per output column; llama.cpp's bytes are summed from the
 GGUF's tensors (the tied token_embd is its output matrix). Achieved GB/s =
 bytes/token x decode tokens/s, printed next to the measured copy bandwidth.
 
+Interleaved decode duels (--rounds, default 8): the machine's memory bandwidth
+drifts, run to run and minute to minute, by more than the gap between engines, so
+engines measured one after the other are compared at different bandwidths. For the
+pairs rinfer f32 / llama.cpp f32, bf16 / bf16 and int8 / q8_0, both engines are
+loaded once, each in its own process (gen_timing ... serve; this script with
+--child llama-serve), and decode passes alternate: one pass each a round, the
+order swapped every round. Each round gives a ratio of the two passes' decode
+tokens/s; the duel's figure is the median of those ratios, the decode bar's figure.
+
 Each figure is the median of --reps repetitions (rinfer: --reps runs of
 gen_timing; llama.cpp: --reps prefill+decode passes after a warm-up; PyTorch:
 --reps prefills and --reps generates after a warm-up). Writes
@@ -70,6 +79,8 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# (rinfer precision, llama.cpp GGUF type) pairs whose decode is also measured interleaved
+DUELS = [("f32", "f32"), ("bf16", "bf16"), ("int8", "q8_0")]
 VOCAB = 151_936
 HIDDEN = 896
 INTER = 4864
@@ -263,6 +274,12 @@ def child_llama(args) -> dict:
 
     run(prompt_ids(16, VOCAB, 9), 3)
     ids = prompt_ids(args.prompt, VOCAB, 1)
+    if args.child == "llama-serve":
+        print("ready", flush=True)
+        for _ in sys.stdin:
+            p, d, _ = run(ids, args.new)
+            print(json.dumps({"ttft_s": p, "decode_s": d, "decode_tok_s": (args.new - 1) / d}), flush=True)
+        return {}
     pre, dec, tokens = [], [], None
     for _ in range(args.reps):
         p, d, tokens = run(ids, args.new)
@@ -327,6 +344,91 @@ def rinfer_run(args, model: pathlib.Path, dtype: str) -> dict | None:
     return out
 
 
+# ---------------------------------------------------------------- interleaved duels
+
+
+class Server:
+    """An engine kept loaded in a process of its own: each line written to its stdin
+    times one prefill + decode pass, answered by one JSON line."""
+
+    def __init__(self, cmd: list[str], env: dict):
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.close()
+            raise RuntimeError(f"{cmd[0]} did not start (said {line!r})")
+
+    def once(self) -> dict:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the engine process ended")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def duel(args, model: pathlib.Path, dtype: str, gguf: pathlib.Path) -> dict:
+    """rinfer at `dtype` and llama.cpp on `gguf`, both loaded once, decode passes
+    alternating (ABAB..., the order swapped every round) so that the machine's
+    memory bandwidth, which drifts by more than the gap between engines, weighs on
+    both alike. The ratio of each round's pair is taken; the figure is their median."""
+    env = dict(os.environ, RINFER_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    a = Server([args.binary, str(model), str(args.prompt), str(args.new), dtype, "serve"], env)
+    try:
+        b = Server(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "llama-serve",
+                "--model",
+                str(gguf),
+                "--threads",
+                str(args.threads),
+                "--prompt",
+                str(args.prompt),
+                "--new",
+                str(args.new),
+            ],
+            env,
+        )
+    except Exception:
+        a.close()
+        raise
+    rin, lla = [], []
+    try:
+        for r in range(args.rounds):
+            if r % 2 == 0:
+                rin.append(a.once()["decode_tok_s"])
+                lla.append(b.once()["decode_tok_s"])
+            else:
+                lla.append(b.once()["decode_tok_s"])
+                rin.append(a.once()["decode_tok_s"])
+    finally:
+        a.close()
+        b.close()
+    ratios = [x / y for x, y in zip(rin, lla)]
+    return {
+        "rinfer": dtype,
+        "llama.cpp": gguf.stem.removeprefix("model-"),
+        "rounds": args.rounds,
+        "rinfer_decode_tok_s": rin,
+        "llama_cpp_decode_tok_s": lla,
+        "ratios": ratios,
+        "median_ratio": statistics.median(ratios),
+        "rinfer_median": statistics.median(rin),
+        "llama_cpp_median": statistics.median(lla),
+    }
+
+
 # ---------------------------------------------------------------- llama.cpp conversion
 
 
@@ -368,12 +470,19 @@ def main() -> None:
     ap.add_argument("--gguf", default="f32,f16,bf16,q8_0", help="llama.cpp GGUF types")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     ap.add_argument("--out", default="bench-results", help="folder for JSON and PNG")
-    ap.add_argument("--child", choices=["torch", "llama"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        help="rounds of the interleaved decode duels (rinfer and llama.cpp alternate, one pass each a round)",
+    )
+    ap.add_argument("--child", choices=["torch", "llama", "llama-serve"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         res = child_torch(args) if args.child == "torch" else child_llama(args)
-        print(json.dumps(res))
+        if args.child != "llama-serve":
+            print(json.dumps(res))
         return
     if not args.binary or not args.converter:
         ap.error("--binary and --converter are required")
@@ -393,7 +502,7 @@ def main() -> None:
     )
     notes = []
     head_f32 = rinfer_head_at_f32()  # the source the .sh just built gen_timing from
-    rin, lla, tor, gbytes, gsize = {}, {}, None, {}, {}
+    rin, lla, tor, gbytes, gsize, duels = {}, {}, None, {}, {}, []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         d = pathlib.Path(tmp) / "qwen2.5-0.5b-shape"
         t = time.perf_counter()
@@ -425,8 +534,19 @@ def main() -> None:
                 lla[gt] = r
             else:
                 notes.append(f"llama.cpp {gt}: not measured (see the log)")
-            path.unlink()
+            if not any(g == gt and dt in rin for dt, g in DUELS) or args.rounds <= 0:
+                path.unlink()
             print(f"  llama.cpp {gt} done", flush=True)
+        for dt, gt in DUELS:
+            path = pathlib.Path(tmp) / f"model-{gt}.gguf"
+            if args.rounds <= 0 or dt not in rin or not path.exists():
+                continue
+            try:
+                duels.append(duel(args, d, dt, path))
+                print(f"  duel rinfer {dt} / llama.cpp {gt} done", flush=True)
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - report and go on
+                notes.append(f"duel rinfer {dt} / llama.cpp {gt}: not measured ({e!r})")
+            path.unlink()
 
     copy = statistics.median(r["copy_gb_s"] for r in rin.values()) if rin else None
     rows = []
@@ -488,6 +608,18 @@ def main() -> None:
             print(f"  rinfer {a:4s} / llama.cpp {b:4s}                {dr:6.2f}x  {pr:6.2f}x")
         else:
             print(f"  rinfer {a:4s} / llama.cpp {b:4s}                not measured")
+    if duels:
+        print()
+        print(
+            f"interleaved decode, {args.rounds} rounds (both engines loaded; one pass each a round, "
+            "order swapped every round): median of the per-round ratios"
+        )
+        for du in duels:
+            rs = du["ratios"]
+            print(
+                f"  rinfer {du['rinfer']:4s} / llama.cpp {du['llama.cpp']:4s}   {du['median_ratio']:6.2f}x "
+                f"(rounds {min(rs):.2f}-{max(rs):.2f}; tok/s medians {du['rinfer_median']:.2f} / {du['llama_cpp_median']:.2f})"
+            )
     if tor is not None:
         print("rinfer / PyTorch f32                      decode   prefill")
         for a, r in rin.items():
@@ -553,6 +685,7 @@ def main() -> None:
         "copy_gb_s": copy,
         "rows": rows,
         "ratios_rinfer_over_llama_cpp": ratios,
+        "interleaved_decode": duels,
         "rinfer": rin,
         "llama_cpp": {k: {kk: vv for kk, vv in v.items() if kk != "tokens"} for k, v in lla.items()},
         "gguf_file_bytes": gsize,
@@ -569,7 +702,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
+        fig, axes = plt.subplots(1, 4 if duels else 3, figsize=(22 if duels else 17, 4.4))
         labels = [f"{r['engine']}\n{r['precision']}" for r in rows]
         colors = [{"rinfer": "tab:blue", "llama.cpp": "tab:orange", "PyTorch": "tab:green"}[r["engine"]] for r in rows]
         xs = range(len(rows))
@@ -595,6 +728,15 @@ def main() -> None:
         if copy:
             axes[2].axhline(copy, color="k", linestyle="--", label=f"copy bandwidth {copy:.1f} GB/s")
             axes[2].legend(fontsize=7)
+        if duels:
+            ax = axes[3]
+            for du, col in zip(duels, ("tab:red", "tab:purple", "tab:brown")):
+                rounds = range(1, len(du["ratios"]) + 1)
+                ax.plot(rounds, du["rinfer_decode_tok_s"], "o-", color=col, label=f"rinfer {du['rinfer']}")
+                ax.plot(rounds, du["llama_cpp_decode_tok_s"], "s--", color=col, label=f"llama.cpp {du['llama.cpp']}")
+            ax.set_xlabel("round", fontsize=8)
+            ax.set_title("interleaved decode tokens/s, round by round", fontsize=9)
+            ax.legend(fontsize=6.5)
         fig.suptitle(f"Qwen2.5-0.5B-shaped decoder, {args.threads} threads, {cpu}", fontsize=10)
         fig.tight_layout()
         fig.savefig(out / "generation_peers.png", dpi=110)
