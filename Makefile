@@ -94,7 +94,7 @@ bench-decoders:
 
 ## make bench-generation: a Qwen2.5-0.5B-shaped decoder generating 128 tokens after a 128-token
 ## prompt: rinfer (f32, bf16, int8) vs llama.cpp (GGUF f32, f16, bf16, q8_0) and PyTorch, one run;
-## then decode duels (both engines loaded, passes alternating) for f32/f32, bf16/bf16, int8/q8_0.
+## then decode duels (both engines loaded, passes alternating) for f32/f32, bf16/bf16, bf16/f16, int8/q8_0.
 bench-generation:
 	./benches/peers/generation_peers.sh
 

@@ -49,7 +49,7 @@ bytes/token x decode tokens/s, printed next to the measured copy bandwidth.
 Interleaved decode duels (--rounds, default 8): the machine's memory bandwidth
 drifts, run to run and minute to minute, by more than the gap between engines, so
 engines measured one after the other are compared at different bandwidths. For the
-pairs rinfer f32 / llama.cpp f32, bf16 / bf16 and int8 / q8_0, both engines are
+pairs rinfer f32 / llama.cpp f32, bf16 / bf16, bf16 / f16 and int8 / q8_0, both engines are
 loaded once, each in its own process (gen_timing ... serve; this script with
 --child llama-serve), and decode passes alternate: one pass each a round, the
 order swapped every round. Each round gives a ratio of the two passes' decode
@@ -80,7 +80,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # (rinfer precision, llama.cpp GGUF type) pairs whose decode is also measured interleaved
-DUELS = [("f32", "f32"), ("bf16", "bf16"), ("int8", "q8_0")]
+DUELS = [("f32", "f32"), ("bf16", "bf16"), ("bf16", "f16"), ("int8", "q8_0")]
 VOCAB = 151_936
 HIDDEN = 896
 INTER = 4864
@@ -730,7 +730,7 @@ def main() -> None:
             axes[2].legend(fontsize=7)
         if duels:
             ax = axes[3]
-            for du, col in zip(duels, ("tab:red", "tab:purple", "tab:brown")):
+            for du, col in zip(duels, ("tab:red", "tab:purple", "tab:olive", "tab:brown")):
                 rounds = range(1, len(du["ratios"]) + 1)
                 ax.plot(rounds, du["rinfer_decode_tok_s"], "o-", color=col, label=f"rinfer {du['rinfer']}")
                 ax.plot(rounds, du["llama_cpp_decode_tok_s"], "s--", color=col, label=f"llama.cpp {du['llama.cpp']}")
