@@ -205,6 +205,31 @@ fn bad_prompts_and_modules_are_typed_errors() {
         err.contains("LSTM") && err.contains("modules.json"),
         "{err}"
     );
+    // A module path that leaves the folder is refused, whichever way it leaves.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(outside.path().join("2_Dense")).unwrap();
+    cp(&dir().join("2_Dense"), &outside.path().join("2_Dense"));
+    let away = outside.path().join("2_Dense");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&away, copy.path().join("linked")).unwrap();
+    let mut escapes = vec![
+        "\"../2_Dense\"".to_string(),
+        "\"2_Dense/../../x\"".to_string(),
+        serde_json::to_string(&away).unwrap(),
+    ];
+    if cfg!(unix) {
+        escapes.push("\"linked\"".to_string());
+    }
+    for bad in escapes {
+        std::fs::write(&modules, text.replacen("\"2_Dense\"", &bad, 1)).unwrap();
+        let err = Embedder::load(copy.path()).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{bad}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("outside the model folder") || msg.contains("inside the model folder"),
+            "{bad}: {msg}"
+        );
+    }
     std::fs::write(&modules, text).unwrap();
     // Dense weights only as a pickle: refused, saying why.
     std::fs::rename(

@@ -209,6 +209,32 @@ fn splade_config(path: &Path) -> Result<(SpladePooling, bool)> {
     Ok((pooling, twice))
 }
 
+/// The folder of a module, `path` relative to the model folder `dir`. A path that is
+/// absolute, climbs out with `..`, or (through a link) resolves outside `dir` is
+/// refused: a model folder's files name nothing outside it.
+fn module_dir(dir: &Path, path: &str) -> std::result::Result<PathBuf, String> {
+    use std::path::Component;
+    let rel = Path::new(path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "path `{path}` must name a folder inside the model folder (no absolute path, no `..`)"
+        ));
+    }
+    let sub = dir.join(rel);
+    if let (Ok(root), Ok(real)) = (dir.canonicalize(), sub.canonicalize()) {
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "path `{path}` resolves to {}, outside the model folder",
+                real.display()
+            ));
+        }
+    }
+    Ok(sub)
+}
+
 impl Modules {
     /// Reads `modules.json` (absent: mean pooling, nothing else). Modules must come
     /// in sentence-transformers' order; one that rinfer does not run is refused.
@@ -234,7 +260,8 @@ impl Modules {
         let mut width = hidden;
         for (i, m) in modules.iter().enumerate() {
             let kind = m.kind.rsplit('.').next().unwrap_or("");
-            let sub: PathBuf = dir.join(&m.path);
+            let sub =
+                module_dir(dir, &m.path).map_err(|reason| bad(format!("module {i}: {reason}")))?;
             match kind {
                 "Transformer" | "MLMTransformer" if i == 0 => {}
                 "SpladePooling" if i == 1 && modules.len() == 2 => {
