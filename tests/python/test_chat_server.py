@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import httpx
 import pytest
 import rinfer
 from fastapi.testclient import TestClient
@@ -139,3 +140,62 @@ def test_generation_metrics(client):
         "rinfer_inter_token_seconds_count",
     ):
         assert name in text, name
+
+
+def test_a_client_gone_before_the_stream_starts_frees_its_sequence_and_slot():
+    """The server's send fails at the response's start (the socket is gone): the body's
+    generator never runs, yet the sequence ends and the queue slot comes back."""
+    import asyncio
+
+    app = create_app(Settings(model_path=str(CHAT), max_queue=1))
+    body = json.dumps({"prompt": "hello there", "max_tokens": 200, "stream": True}).encode()
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            given = False
+
+            async def receive():
+                nonlocal given
+                if not given:
+                    given = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.disconnect"}
+
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    raise OSError("the client is gone")
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/v1/completions",
+                "raw_path": b"/v1/completions",
+                "query_string": b"",
+                "root_path": "",
+                "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 80),
+                "state": {},
+            }
+            from starlette.requests import ClientDisconnect
+
+            try:
+                await app(scope, receive, send)
+            except (OSError, ClientDisconnect):
+                pass  # how a dead socket surfaces to the server; nothing may leak
+            for _ in range(100):
+                if app.state.generator.stats()["active"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert app.state.generator.stats()["active"] == 0
+            assert app.state.gen_slots.active == 0
+            # the one queue slot is free again: a new request gets in
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                r = await c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 3})
+                assert r.status_code == 200, r.text
+
+    asyncio.run(main())

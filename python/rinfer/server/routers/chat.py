@@ -227,16 +227,27 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
     streams: list = []
     head: dict[int, Any] = {}
     done = object()
+    released = False
+
+    def release() -> None:
+        # Once, whichever way the request ends: the body ran out or failed, the client
+        # left mid-stream, or it left before the body started (then the generator below
+        # never runs, and only the response's own `finally` gets here).
+        nonlocal released
+        if not released:
+            released = True
+            for stream in streams:
+                stream.close()
+            for _ in range(body.n):
+                slots.give()
+
     try:
         for seed in seeds:
             streams.append(await asyncio.to_thread(model.stream, ids, seed=seed, **sampling))
         for i, stream in enumerate(streams):
             head[i] = await asyncio.to_thread(next, stream, done)
     except BaseException:
-        for stream in streams:
-            stream.close()
-        for _ in range(body.n):
-            slots.give()
+        release()
         raise
 
     async def events():
@@ -286,12 +297,25 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
         except Exception as exc:  # noqa: BLE001 - the response has started: the stream says it, and ends
             yield event({"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None}})
         finally:
-            for s in streams:
-                s.close()
-            for _ in range(body.n):
-                slots.give()
+            release()
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return _ReleasingStream(release, events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class _ReleasingStream(StreamingResponse):
+    """A streaming response that calls `release` when it is done with the client, even
+    when the client left before its body began (a never-started generator's `finally`
+    never runs, so the sequences and queue slots would be held until collected)."""
+
+    def __init__(self, release, content, **kw) -> None:
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI-compatible; stream: true for SSE)")
