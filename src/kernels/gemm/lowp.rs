@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::driver::{self, Step};
 use super::{bias_act, check_dims, check_len, partition, Activation, PackedB};
 use crate::error::{Error, Result};
 use crate::kernels::threads::install;
@@ -38,9 +39,6 @@ fn with_scratch<T: Copy + Default, R>(
     key.with(|s| s.set(buf));
     out
 }
-
-/// Bytes of packed weights one pass sweeps per activation tile: kept in L2.
-const B_BLOCK_BYTES: usize = 384 * 1024;
 
 /// The number format of a model's matrix products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -323,7 +321,8 @@ impl PackedInt8 {
 /// Computes one tile: `(first row, rows, panel, C at the tile's top-left)`.
 type Tile<'a> = dyn Fn(usize, usize, usize, &mut [f32]) + Sync + 'a;
 
-/// Runs the tiles of one part: panel groups sized for L2, then tiles of `mr` rows.
+/// Runs the tiles of one part through the one GEMM driver: all of K per tile, panel
+/// groups sized for L2, then tiles of `mr` rows.
 #[allow(clippy::too_many_arguments)]
 fn sweep(
     kern: &Kernels,
@@ -337,28 +336,22 @@ fn sweep(
     act: Activation,
     tile: &Tile,
 ) {
-    let group = (B_BLOCK_BYTES / panel_bytes.max(1)).max(1);
     let base = p0 * LOWP_NR;
-    let mut g0 = p0;
-    while g0 < p1 {
-        let g1 = (g0 + group).min(p1);
-        let mut r = r0;
-        while r < r1 {
-            let rows = mr.min(r1 - r);
-            for p in g0..g1 {
-                let at = (r - r0) * ldc + p * LOWP_NR - base;
-                tile(r, rows, p, &mut c[at..]);
-            }
+    let plan = driver::Plan::whole_k(r1 - r0, mr, panel_bytes);
+    driver::drive(&plan, 0, r1 - r0, p0, p1, |s| match s {
+        Step::Band { .. } => {}
+        Step::Tile { r, rows, p, .. } => {
+            tile(r0 + r, rows, p, &mut c[r * ldc + p * LOWP_NR - base..])
+        }
+        Step::Done { r, rows, g0, g1 } => {
             // Bias and activation while the tile row is still in L1.
             let (c0, c1) = (g0 * LOWP_NR, (g1 * LOWP_NR).min(n));
-            for i in r - r0..r - r0 + rows {
+            for i in r..r + rows {
                 let row = &mut c[i * ldc + c0 - base..i * ldc + c1 - base];
                 bias_act(kern, bias.map(|b| &b[c0..c1]), act, row);
             }
-            r += rows;
         }
-        g0 = g1;
-    }
+    });
 }
 
 /// `C[m x n] = act(A[m x k] · B + bias)` with B in bf16, on the rinfer pool.

@@ -8,24 +8,16 @@
 //! are many, by column panels when there are few (single-sentence latency).
 //! `lowp` holds the bf16 and int8 counterparts.
 
+pub mod driver;
 pub mod lowp;
 
+use driver::Step;
 use rayon::prelude::*;
 
 use super::threads::install;
 use super::{Isa, Kernels};
 use crate::error::{Error, Result};
 
-/// Largest K slice per pass. Measured on the reference shapes (K = 384, 1536):
-/// one pass over K = 1536 beat 2 x 768 and 3 x 512 by 5-10% (A band in L2).
-const KC_MAX: usize = 1536;
-/// Largest K slice when A is read in place: `MR` rows of it (36 KiB) stay in L1.
-/// Measured on the reference shapes: 768 beat 384, 512 and 1536 (K = 1536 and 384).
-const DIRECT_KC_MAX: usize = 768;
-/// Bytes of packed B one pass sweeps per A micro-panel: kept in L2.
-const B_BLOCK_BYTES: usize = 384 * 1024;
-/// Bytes of packed A (a band of rows, one K slice) reused across column groups.
-const A_BLOCK_BYTES: usize = 256 * 1024;
 /// Align packed panels to a cache line.
 const ALIGN_FLOATS: usize = 16;
 
@@ -393,142 +385,93 @@ pub(crate) fn partition<F>(
     }
 }
 
-/// Computes one job into `c` (row stride `ldc`, column 0 = first column of panel `p0`).
+/// Computes one job into `c` (row stride `ldc`, column 0 = first column of panel `p0`)
+/// through the one GEMM driver: with the microkernel that reads A in place where the
+/// ISA has one, else packing each band of A once per K slice.
 fn compute(job: &Job, c: &mut [f32], ldc: usize) {
     let kern = job.b.kernels;
     let (mr, nr) = (kern.mr, kern.nr);
     let (k, n) = (job.b.k, job.b.n);
     let col0 = job.p0 * nr;
-    let col_end = (job.p1 * nr).min(n);
     if k == 0 {
+        let col_end = (job.p1 * nr).min(n);
         for row in c.chunks_exact_mut(ldc).take(job.rows) {
             row[..col_end - col0].fill(0.0);
         }
         epilogue(job, c, ldc, 0, job.rows, col0, col_end);
         return;
     }
+    let finish = |c: &mut [f32], r: usize, rows: usize, g0: usize, g1: usize| {
+        epilogue(job, c, ldc, r, r + rows, g0 * nr, (g1 * nr).min(n))
+    };
     if let Some(direct) = kern.microkernel_direct {
-        compute_direct(job, c, ldc, direct);
+        let plan = driver::Plan::direct(k, job.rows, mr, nr);
+        driver::drive(&plan, k, job.rows, job.p0, job.p1, |s| match s {
+            Step::Band { .. } => {}
+            Step::Tile {
+                r, rows, p, k0, kc, ..
+            } => {
+                let col = p * nr;
+                direct(
+                    kc,
+                    &job.a[r * job.lda + k0..],
+                    job.lda,
+                    job.b.panel(p, k0, kc),
+                    &mut c[r * ldc + (col - col0)..],
+                    ldc,
+                    rows,
+                    nr.min(n - col),
+                    k0 > 0,
+                )
+            }
+            Step::Done { r, rows, g0, g1 } => finish(c, r, rows, g0, g1),
+        });
         return;
     }
-    let kc_max = k.div_ceil(k.div_ceil(KC_MAX));
-    let group = (B_BLOCK_BYTES / (kc_max * nr * 4)).max(1);
-    // A band of rows is packed once per K slice and reused for every column group.
-    let band = (A_BLOCK_BYTES / (kc_max * 4) / mr).max(1) * mr;
-    let mut apack = vec![0.0f32; band.min(job.rows.div_ceil(mr) * mr) * kc_max];
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = kc_max.min(k - k0);
-        let last = k0 + kc == k;
-        let mut b0 = 0;
-        while b0 < job.rows {
-            let b1 = (b0 + band).min(job.rows);
-            let mut r0 = b0;
-            while r0 < b1 {
-                let rows = mr.min(b1 - r0);
-                let at = (r0 - b0) * kc;
+    let plan = driver::Plan::packed(k, mr, nr);
+    let mut apack = vec![0.0f32; plan.band.min(job.rows.div_ceil(mr) * mr) * plan.kc];
+    driver::drive(&plan, k, job.rows, job.p0, job.p1, |s| match s {
+        Step::Band { b0, b1, k0, kc } => {
+            let mut r = b0;
+            while r < b1 {
+                let rows = mr.min(b1 - r);
+                let at = (r - b0) * kc;
                 pack_a(
                     job.a,
                     job.lda,
-                    r0,
+                    r,
                     rows,
                     k0,
                     kc,
                     mr,
                     &mut apack[at..at + mr * kc],
                 );
-                r0 += rows;
+                r += rows;
             }
-            let mut g0 = job.p0;
-            while g0 < job.p1 {
-                let g1 = (g0 + group).min(job.p1);
-                let mut r0 = b0;
-                while r0 < b1 {
-                    let rows = mr.min(b1 - r0);
-                    let at = (r0 - b0) * kc;
-                    let ap = &apack[at..at + mr * kc];
-                    for p in g0..g1 {
-                        let col = p * nr;
-                        let cols = nr.min(n - col);
-                        let start = r0 * ldc + (col - col0);
-                        (kern.microkernel)(
-                            kc,
-                            ap,
-                            job.b.panel(p, k0, kc),
-                            &mut c[start..],
-                            ldc,
-                            rows,
-                            cols,
-                            k0 > 0,
-                        );
-                    }
-                    if last {
-                        // Bias and activation while the tile row is still in L1.
-                        epilogue(job, c, ldc, r0, r0 + rows, g0 * nr, (g1 * nr).min(n));
-                    }
-                    r0 += rows;
-                }
-                g0 = g1;
-            }
-            b0 = b1;
         }
-        k0 += kc;
-    }
-}
-
-/// [`compute`] with a microkernel that reads A in place: no packing pass. K is cut
-/// into slices whose `MR` rows of A stay in L1; a group of weight panels stays in L2
-/// while every row tile of the job passes over it.
-fn compute_direct(job: &Job, c: &mut [f32], ldc: usize, direct: super::DirectMicroKernel) {
-    let kern = job.b.kernels;
-    let (mr, nr) = (kern.mr, kern.nr);
-    let (k, n) = (job.b.k, job.b.n);
-    let col0 = job.p0 * nr;
-    // One row (decoding a token): nothing of A to keep in L1, and every weight is
-    // read once: sweep each panel whole, one contiguous stream.
-    let kc_max = if job.rows == 1 {
-        k
-    } else {
-        k.div_ceil(k.div_ceil(DIRECT_KC_MAX))
-    };
-    let group = (B_BLOCK_BYTES / (kc_max * nr * 4)).max(1);
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = kc_max.min(k - k0);
-        let last = k0 + kc == k;
-        let mut g0 = job.p0;
-        while g0 < job.p1 {
-            let g1 = (g0 + group).min(job.p1);
-            let mut r0 = 0;
-            while r0 < job.rows {
-                let rows = mr.min(job.rows - r0);
-                let a = &job.a[r0 * job.lda + k0..];
-                for p in g0..g1 {
-                    let col = p * nr;
-                    let start = r0 * ldc + (col - col0);
-                    let panel = job.b.panel(p, k0, kc);
-                    let cols = nr.min(n - col);
-                    direct(
-                        kc,
-                        a,
-                        job.lda,
-                        panel,
-                        &mut c[start..],
-                        ldc,
-                        rows,
-                        cols,
-                        k0 > 0,
-                    );
-                }
-                if last {
-                    epilogue(job, c, ldc, r0, r0 + rows, g0 * nr, (g1 * nr).min(n));
-                }
-                r0 += rows;
-            }
-            g0 = g1;
+        Step::Tile {
+            b0,
+            r,
+            rows,
+            p,
+            k0,
+            kc,
+        } => {
+            let at = (r - b0) * kc;
+            let col = p * nr;
+            (kern.microkernel)(
+                kc,
+                &apack[at..at + mr * kc],
+                job.b.panel(p, k0, kc),
+                &mut c[r * ldc + (col - col0)..],
+                ldc,
+                rows,
+                nr.min(n - col),
+                k0 > 0,
+            )
         }
-        k0 += kc;
-    }
+        Step::Done { r, rows, g0, g1 } => finish(c, r, rows, g0, g1),
+    });
 }
 
 /// Packs rows `r0..r0+rows`, columns `k0..k0+kc` of A (row stride `lda`) into
