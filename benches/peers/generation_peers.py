@@ -298,8 +298,9 @@ def child_llama(args) -> dict:
     }
 
 
-def run_child(kind: str, model: str, args, tag: str) -> dict | None:
-    cmd = [
+def child_cmd(kind: str, model: str, args) -> list[str]:
+    """This script as a peer's child process (`--child KIND`) on `model`."""
+    return [
         sys.executable,
         __file__,
         "--child",
@@ -315,6 +316,10 @@ def run_child(kind: str, model: str, args, tag: str) -> dict | None:
         "--reps",
         str(args.reps),
     ]
+
+
+def run_child(kind: str, model: str, args, tag: str) -> dict | None:
+    cmd = child_cmd(kind, model, args)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -383,23 +388,7 @@ def duel(args, model: pathlib.Path, dtype: str, gguf: pathlib.Path) -> dict:
     env = dict(os.environ, RINFER_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     a = Server([args.binary, str(model), str(args.prompt), str(args.new), dtype, "serve"], env)
     try:
-        b = Server(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                "llama-serve",
-                "--model",
-                str(gguf),
-                "--threads",
-                str(args.threads),
-                "--prompt",
-                str(args.prompt),
-                "--new",
-                str(args.new),
-            ],
-            env,
-        )
+        b = Server(child_cmd("llama-serve", str(gguf), args), env)
     except Exception:
         a.close()
         raise
