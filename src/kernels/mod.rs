@@ -55,17 +55,22 @@ pub enum Isa {
     Neon,
     /// NEON plus the dot-product extension (`SDOT`): int8 GEMM.
     NeonDotprod,
+    /// NEON, dotprod and the int8 matrix-multiply extension (`USMMLA`: a 2x8 u8 by
+    /// 8x2 s8 block into 2x2 i32): an 8x32 int8 tile over octet panels
+    /// ([`Int8Layout::Octets`]); bf16 as on [`Isa::Neon`].
+    NeonI8mm,
 }
 
 impl Isa {
     /// Every path rinfer knows, fastest last within each architecture.
-    pub const ALL: [Isa; 6] = [
+    pub const ALL: [Isa; 7] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx512,
         Isa::Avx512Bf16,
         Isa::Neon,
         Isa::NeonDotprod,
+        Isa::NeonI8mm,
     ];
 
     /// The name used by `RINFER_ISA` and reported by [`crate::build_info`].
@@ -77,6 +82,7 @@ impl Isa {
             Isa::Avx512Bf16 => "avx512bf16",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
+            Isa::NeonI8mm => "neon-i8mm",
         }
     }
 
@@ -120,7 +126,7 @@ impl Isa {
         match self {
             Isa::Generic => "",
             Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => "x86_64",
-            Isa::Neon | Isa::NeonDotprod => "aarch64",
+            Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => "aarch64",
         }
     }
 
@@ -218,8 +224,8 @@ pub struct Int8Scales<'a> {
 /// summed in i32, rescaled to f32 in the store.
 ///
 /// `a` holds `mr` rows of `4 * kq` bytes (row stride `lda` bytes); `b` is one packed
-/// panel: `kq` groups of [`LOWP_NR`] columns, each column holding four K-consecutive
-/// weights. Output as for [`Bf16Kernel`].
+/// panel in the path's [`Int8Layout`]: with `Quads`, `kq` groups of [`LOWP_NR`]
+/// columns, each column holding four K-consecutive weights. Output as for [`Bf16Kernel`].
 pub type Int8Kernel = fn(
     kq: usize,
     a: &[u8],
@@ -241,6 +247,29 @@ pub enum Int8Layout {
     /// Per column, two K-consecutive `i16` (`VPMADDWD`'s operand: exact u8 x s8
     /// products without VNNI, at twice the bytes).
     Pairs16,
+    /// Per column, eight K-consecutive `i8`, K padded to a multiple of 8 (so two
+    /// neighbouring columns are one 16-byte `USMMLA` operand); `kq` quads of
+    /// activations make `kq.div_ceil(2)` groups of 256 bytes.
+    Octets,
+}
+
+impl Int8Layout {
+    /// Values per column in one K-group of a panel.
+    pub fn per_column(self) -> usize {
+        match self {
+            Int8Layout::Quads => 4,
+            Int8Layout::Pairs16 => 2,
+            Int8Layout::Octets => 8,
+        }
+    }
+
+    /// K rounded up to what a panel stores (activation rows hold whole quads).
+    pub fn padded_k(self, k: usize) -> usize {
+        match self {
+            Int8Layout::Quads | Int8Layout::Pairs16 => k.div_ceil(4) * 4,
+            Int8Layout::Octets => k.div_ceil(8) * 8,
+        }
+    }
 }
 
 /// Columns of a bf16 or int8 weight panel, on every path.
@@ -446,6 +475,8 @@ pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
         Isa::Neon => &aarch64::neon::KERNELS,
         #[cfg(target_arch = "aarch64")]
         Isa::NeonDotprod => &aarch64::dotprod::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonI8mm => &aarch64::i8mm::KERNELS,
         _ => unreachable!("is_supported() is false for another architecture's paths"),
     })
 }

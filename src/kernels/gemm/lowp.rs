@@ -251,7 +251,7 @@ impl PackedInt8 {
             *s = (0..k).map(|kk| q(kk, j) as i32).sum();
         }
         let data = match layout {
-            Int8Layout::Quads => pack_panels(k, n, 4, q),
+            Int8Layout::Quads | Int8Layout::Octets => pack_panels(k, n, layout.per_column(), q),
             Int8Layout::Pairs16 => {
                 // K padded to whole quads (the activation rows are), as i16 pairs
                 // stored little-endian in the byte vector.
@@ -282,12 +282,10 @@ impl PackedInt8 {
     /// The weights as the kernels see them: `scale[j] * q[k][j]`, row-major `K x N`.
     pub fn dequantized(&self) -> Vec<f32> {
         let mut out = vec![0.0f32; self.k * self.n];
-        let pairs = self.layout() == Int8Layout::Pairs16;
-        let (per, groups) = if pairs {
-            (2, self.k.div_ceil(4) * 2)
-        } else {
-            (4, self.k.div_ceil(4))
-        };
+        let layout = self.layout();
+        let pairs = layout == Int8Layout::Pairs16;
+        let per = layout.per_column();
+        let groups = layout.padded_k(self.k) / per;
         for kk in 0..self.k {
             for j in 0..self.n {
                 let (p, jj) = (j / LOWP_NR, j % LOWP_NR);
@@ -310,12 +308,9 @@ impl PackedInt8 {
     }
 
     fn panel(&self, p: usize) -> &[i8] {
-        let bytes = if self.layout() == Int8Layout::Pairs16 {
-            2
-        } else {
-            1
-        };
-        let len = self.k.div_ceil(4) * 4 * LOWP_NR * bytes;
+        let layout = self.layout();
+        let bytes = if layout == Int8Layout::Pairs16 { 2 } else { 1 };
+        let len = layout.padded_k(self.k) * LOWP_NR * bytes;
         &self.data[p * len..(p + 1) * len]
     }
 }
