@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The aarch64 kernels (neon, neon-dotprod, neon-i8mm) on an x86-64 machine:
-# cross-compile the kernel, GEMM, attention and bf16/int8 tests and run them under
-# qemu-aarch64, with `-cpu max` (NEON, dotprod, i8mm, bf16: every path, SDOT and
-# USMMLA included) and `-cpu cortex-a72` (NEON only: the fallbacks, the other paths
-# reported skipped with what the CPU lacks). Correctness only: emulation says
-# nothing about speed.
+# The aarch64 kernels (neon, neon-dotprod, neon-i8mm, neon-bf16) on an x86-64
+# machine: cross-compile the kernel, GEMM, attention and bf16/int8 tests and run them
+# under qemu-aarch64, with `-cpu max` (NEON, dotprod, i8mm, bf16: every path, SDOT,
+# USMMLA and BFMMLA included) and `-cpu cortex-a72` (NEON only: the fallbacks, the
+# other three paths reported skipped with what the CPU lacks). Correctness only:
+# emulation says nothing about speed.
 # Installs the cross linker, qemu and the Rust target when missing; where they
 # cannot be installed it says so and skips (exit 0), so the x86-64 suite still runs.
 set -euo pipefail

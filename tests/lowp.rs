@@ -80,7 +80,7 @@ fn assert_within(got: &[f32], want: &[f32], bound: &[f32], what: &str) {
 }
 
 // M around the tile heights (2, 4, 8, 12 rows), K around the K-steps (2 bf16, 4
-// int8; 8 int8 per `USMMLA` step): below, odd, one past.
+// int8; 4 bf16 and 8 int8 per `BFMMLA`/`USMMLA` step): below, odd, one past.
 const DIMS_M: [usize; 13] = [1, 2, 5, 7, 8, 9, 11, 12, 13, 16, 17, 25, 40];
 const DIMS_K: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 31, 64, 97, 384];
 const DIMS_N: [usize; 8] = [1, 15, 16, 17, 31, 32, 33, 65];

@@ -59,11 +59,15 @@ pub enum Isa {
     /// 8x2 s8 block into 2x2 i32): an 8x32 int8 tile over octet panels
     /// ([`Int8Layout::Octets`]); bf16 as on [`Isa::Neon`].
     NeonI8mm,
+    /// [`Isa::NeonI8mm`] plus the bf16 extension (`BFMMLA`: a 2x4 by 4x2 bf16 block
+    /// into 2x2 f32): bf16 activations and weights, an 8x32 bf16 tile over quad
+    /// panels ([`Bf16Layout::Quads`]), as `VDPBF16PS` does on x86-64.
+    NeonBf16,
 }
 
 impl Isa {
     /// Every path rinfer knows, fastest last within each architecture.
-    pub const ALL: [Isa; 7] = [
+    pub const ALL: [Isa; 8] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx512,
@@ -71,6 +75,7 @@ impl Isa {
         Isa::Neon,
         Isa::NeonDotprod,
         Isa::NeonI8mm,
+        Isa::NeonBf16,
     ];
 
     /// The name used by `RINFER_ISA` and reported by [`crate::build_info`].
@@ -83,6 +88,7 @@ impl Isa {
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
             Isa::NeonI8mm => "neon-i8mm",
+            Isa::NeonBf16 => "neon-bf16",
         }
     }
 
@@ -126,7 +132,7 @@ impl Isa {
         match self {
             Isa::Generic => "",
             Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => "x86_64",
-            Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => "aarch64",
+            Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm | Isa::NeonBf16 => "aarch64",
         }
     }
 
@@ -192,9 +198,10 @@ pub type MicroKernel =
 /// The bf16 GEMM microkernel: `C[0..mr, 0..nr] = A · Bpanel`, accumulated in f32.
 ///
 /// `a` holds `mr` rows of `2 * kp` bf16 values (row stride `lda` elements; odd K is
-/// padded with a zero); `b` is one packed panel: `kp` groups of [`LOWP_NR`] columns,
-/// each column holding its two K-consecutive bf16 values side by side. `c` starts at
-/// the tile's top-left with row stride `ldc`; only `mr` rows and `nr` columns are written.
+/// padded with a zero); `b` is one packed panel in the path's [`Bf16Layout`]: with
+/// `Pairs`, `kp` groups of [`LOWP_NR`] columns, each column holding its two
+/// K-consecutive bf16 values side by side. `c` starts at the tile's top-left with
+/// row stride `ldc`; only `mr` rows and `nr` columns are written.
 pub type Bf16Kernel = fn(
     kp: usize,
     a: &[u16],
@@ -268,6 +275,27 @@ impl Int8Layout {
         match self {
             Int8Layout::Quads | Int8Layout::Pairs16 => k.div_ceil(4) * 4,
             Int8Layout::Octets => k.div_ceil(8) * 8,
+        }
+    }
+}
+
+/// The weight panel layout a bf16 kernel reads; the values are the same in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Layout {
+    /// Per column, two K-consecutive bf16 (`VDPBF16PS`'s operand, and what the
+    /// widening kernels read).
+    Pairs,
+    /// Per column, four K-consecutive bf16, K padded to a multiple of 4 (so two
+    /// neighbouring columns are one 16-byte `BFMMLA` operand).
+    Quads,
+}
+
+impl Bf16Layout {
+    /// Values per column in one K-group of a panel.
+    pub fn per_column(self) -> usize {
+        match self {
+            Bf16Layout::Pairs => 2,
+            Bf16Layout::Quads => 4,
         }
     }
 }
@@ -361,6 +389,8 @@ pub struct LowpKernels {
     pub quantize_u8: fn(src: &[f32], dst: &mut [u8]) -> (f32, i32),
     /// How the int8 kernel reads its weight panels.
     pub int8_layout: Int8Layout,
+    /// How the bf16 kernel reads its weight panels.
+    pub bf16_layout: Bf16Layout,
     /// How the bf16 kernel computes, for reports (e.g. `VDPBF16PS`).
     pub bf16_compute: &'static str,
     /// How the int8 kernel computes, for reports (e.g. `VPDPBUSD`).
@@ -477,6 +507,8 @@ pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
         Isa::NeonDotprod => &aarch64::dotprod::KERNELS,
         #[cfg(target_arch = "aarch64")]
         Isa::NeonI8mm => &aarch64::i8mm::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonBf16 => &aarch64::bf16::KERNELS,
         _ => unreachable!("is_supported() is false for another architecture's paths"),
     })
 }

@@ -11,7 +11,8 @@ use std::arch::asm;
 use super::mmla::{self, Sums, MR};
 use super::neon;
 use crate::kernels::{
-    check_int8_scales, check_lowp_tile, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels,
+    check_int8_scales, check_lowp_tile, Bf16Layout, Int8Layout, Int8Scales, Isa, Kernels,
+    LowpKernels,
 };
 
 /// The NEON + i8mm kernel table.
@@ -29,6 +30,7 @@ pub static LOWP: LowpKernels = LowpKernels {
     to_bf16: neon::to_bf16,
     quantize_u8: neon::quantize_u8,
     int8_layout: Int8Layout::Octets,
+    bf16_layout: Bf16Layout::Pairs,
     bf16_compute: "bf16 weights, f32 compute, 2-row blocks",
     int8_compute: "USMMLA",
 };

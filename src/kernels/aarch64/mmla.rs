@@ -1,8 +1,10 @@
-//! The walk of an `M x 32` tile (M <= 8) in 2x2 blocks of a matrix
-//! multiply-accumulate instruction, such as `USMMLA`: a 2x8 u8 block by an 8x2 s8
-//! block into 2x2 i32 sums. One 16-byte register holds two rows of activations (8
-//! K-consecutive bytes each) or two columns of weights (8 K-consecutive bytes each:
-//! [`crate::kernels::Int8Layout::Octets`] panels, 256 bytes per K-group), and the
+//! What the i8mm and bf16 tiles share: the walk of an `M x 32` tile (M <= 8) in
+//! 2x2 blocks of a matrix multiply-accumulate instruction. `USMMLA` multiplies a
+//! 2x8 u8 block by an 8x2 s8 block into 2x2 i32 sums; `BFMMLA` a 2x4 by 4x2 bf16
+//! block into 2x2 f32. Both read the same shapes: one 16-byte register holds two
+//! rows of activations (8 K-consecutive bytes each) or two columns of weights (8
+//! K-consecutive bytes each: [`crate::kernels::Int8Layout::Octets`] and
+//! [`crate::kernels::Bf16Layout::Quads`] panels, 256 bytes per K-group), and the
 //! result register holds `[r0c0, r0c1, r1c0, r1c1]`. The tile keeps 16 accumulators:
 //! 4 row pairs by 4 column pairs (8x8 blocks), 2 by 8 (4x16) or 1 by 16 (2x32),
 //! as the tile's height allows.
@@ -17,7 +19,7 @@ pub const MR: usize = 8;
 /// Bytes of one K-group of a panel: 32 columns of 8 bytes.
 pub const GROUP_BYTES: usize = 8 * LOWP_NR;
 
-/// The raw sums of a tile, row-major (i32 for `USMMLA`).
+/// The raw sums of a tile, row-major: i32 (`USMMLA`) or f32 bits (`BFMMLA`).
 pub type Sums = [[i32; LOWP_NR]; MR];
 
 /// Bytes a panel needs for `quads` 4-byte K-steps of activations (whole groups).

@@ -12,7 +12,9 @@ use rayon::prelude::*;
 use super::{bias_act, check_dims, check_len, partition, Activation, PackedB};
 use crate::error::{Error, Result};
 use crate::kernels::threads::install;
-use crate::kernels::{vector, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
+use crate::kernels::{
+    vector, Bf16Layout, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR,
+};
 
 type Scratch<T> = std::thread::LocalKey<std::cell::Cell<Vec<T>>>;
 
@@ -196,8 +198,8 @@ impl PackedBf16 {
         kernels: &'static Kernels,
         at: impl Fn(usize, usize) -> f32,
     ) -> Result<Self> {
-        lowp_of(kernels)?;
-        let data = pack_panels(k, n, 2, |kk, nn| vector::bf16_bits(at(kk, nn)));
+        let per = lowp_of(kernels)?.bf16_layout.per_column();
+        let data = pack_panels(k, n, per, |kk, nn| vector::bf16_bits(at(kk, nn)));
         Ok(Self {
             kernels,
             k,
@@ -207,7 +209,12 @@ impl PackedBf16 {
     }
 
     fn panel(&self, p: usize) -> &[u16] {
-        let len = self.k.div_ceil(2) * 2 * LOWP_NR;
+        let per = self
+            .kernels
+            .lowp
+            .map_or(Bf16Layout::Pairs, |lp| lp.bf16_layout)
+            .per_column();
+        let len = self.k.div_ceil(per) * per * LOWP_NR;
         &self.data[p * len..(p + 1) * len]
     }
 }
