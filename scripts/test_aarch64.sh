@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The aarch64 kernels (neon, neon-dotprod) on an x86-64 machine: cross-compile the
-# kernel, GEMM, attention and bf16/int8 tests and run them under qemu-aarch64, with
-# `-cpu max` (NEON, dotprod, i8mm, bf16: the fast paths) and `-cpu cortex-a72` (NEON
-# only: the fallbacks). Correctness only: emulation says nothing about speed.
+# The aarch64 kernels (neon, neon-dotprod, neon-i8mm, neon-bf16) on an x86-64
+# machine: cross-compile the kernel, GEMM, attention and bf16/int8 tests and run them
+# under qemu-aarch64, with `-cpu max` (NEON, dotprod, i8mm, bf16: every path, SDOT,
+# USMMLA and BFMMLA included) and `-cpu cortex-a72` (NEON only: the fallbacks, the
+# other three paths reported skipped with what the CPU lacks). Correctness only:
+# emulation says nothing about speed.
 # Installs the cross linker, qemu and the Rust target when missing; where they
 # cannot be installed it says so and skips (exit 0), so the x86-64 suite still runs.
 set -euo pipefail
@@ -53,8 +55,9 @@ for cpu in max cortex-a72; do
   done
   kbin=$(ls -t target/$TARGET/debug/deps/kernels-* | grep -v '\.d$' | head -1)
   skips=$(qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$kbin" -q --nocapture gelu_erf 2>&1 |
-    grep -o "SKIPPED ISA path neon[a-z-]*: .*" | sort -u | tr '\n' ' ' || true)
-  summary+=("aarch64 -cpu $cpu: kernel, GEMM, attention, bf16/int8 tests passed under emulation ${skips:+(}${skips% }${skips:+)}")
+    grep -o "SKIPPED ISA path neon[a-z0-9-]*: .*" | sed 's/^SKIPPED ISA path //' | sort -u |
+    paste -sd ';' | sed 's/;/; /g' || true)
+  summary+=("aarch64 -cpu $cpu: kernel, GEMM, attention, bf16/int8 tests passed under emulation${skips:+ (skipped: $skips)}")
 done
 echo
 echo "== aarch64 summary (emulated: correctness only, no ARM timing measured)"

@@ -404,6 +404,10 @@ fn masked_features_read_as_absent() {
         assert!(!Isa::Avx512.is_supported() && !Isa::Avx512Bf16.is_supported());
         assert!(matches!(Isa::best(), Isa::Avx2 | Isa::Generic));
     }
+    if mask.iter().any(|m| m == "i8mm") {
+        assert!(!Isa::NeonI8mm.is_supported() && !Isa::NeonBf16.is_supported());
+        assert!(!matches!(Isa::best(), Isa::NeonI8mm | Isa::NeonBf16));
+    }
     assert!(Isa::Generic.is_supported());
 }
 

@@ -79,8 +79,10 @@ fn assert_within(got: &[f32], want: &[f32], bound: &[f32], what: &str) {
     }
 }
 
-const DIMS_M: [usize; 8] = [1, 2, 5, 11, 12, 13, 25, 40];
-const DIMS_K: [usize; 11] = [0, 1, 2, 3, 4, 5, 7, 31, 64, 97, 384];
+// M around the tile heights (2, 4, 8, 12 rows), K around the K-steps (2 bf16, 4
+// int8; 4 bf16 and 8 int8 per `BFMMLA`/`USMMLA` step): below, odd, one past.
+const DIMS_M: [usize; 13] = [1, 2, 5, 7, 8, 9, 11, 12, 13, 16, 17, 25, 40];
+const DIMS_K: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 31, 64, 97, 384];
 const DIMS_N: [usize; 8] = [1, 15, 16, 17, 31, 32, 33, 65];
 
 /// Every (K, N) pair of the lists, with M cycling through its list: `(case, m, k, n)`.
@@ -212,6 +214,52 @@ fn simd_paths_agree_with_generic() {
             2e-5,
             &format!("bf16 {isa} vs generic"),
         );
+    }
+}
+
+/// Every tile height (and a second tile), K from 1 to past two 8-byte steps, N
+/// inside, at and past one panel, on every path against generic: int8 to the bit
+/// (exact i32 sums, one rescale formula, whatever the instruction and panel
+/// layout), bf16 to f32 accumulation order.
+#[test]
+fn tile_edges_agree_with_generic() {
+    let generic = kernels::for_isa(Isa::Generic).unwrap();
+    for isa in lowp_isas() {
+        let kern = kernels::for_isa(isa).unwrap();
+        let mr = kern.lowp.unwrap().mr;
+        for k in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 20] {
+            for n in [1usize, 3, 31, 33] {
+                let b = random(k * n, (k * 100 + n) as u64);
+                let packed = |kern, p| PackedLinear::from_nk(&transpose(&b, k, n), n, k, kern, p);
+                let (i8_simd, i8_ref) = (
+                    packed(kern, Precision::Int8).unwrap(),
+                    packed(generic, Precision::Int8).unwrap(),
+                );
+                let (bf_simd, bf_ref) = (
+                    packed(kern, Precision::Bf16).unwrap(),
+                    packed(generic, Precision::Bf16).unwrap(),
+                );
+                for m in 1..=2 * mr + 1 {
+                    let a: Vec<f32> = random(m * k, (m * 7 + k) as u64)
+                        .iter()
+                        .map(|v| v * 2.0 + 0.3)
+                        .collect();
+                    let run = |w: &PackedLinear| {
+                        let mut c = vec![f32::NAN; m * n];
+                        w.gemm(&a, m, None, Activation::None, &mut c).unwrap();
+                        c
+                    };
+                    let (got, want) = (run(&i8_simd), run(&i8_ref));
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(g, w)| g.to_bits() == w.to_bits());
+                    assert!(same, "int8 {isa} {m}x{k}x{n}: {got:?} vs {want:?}");
+                    let what = format!("bf16 {isa} {m}x{k}x{n}");
+                    assert_close(&run(&bf_simd), &run(&bf_ref), 1e-6, &what);
+                }
+            }
+        }
     }
 }
 

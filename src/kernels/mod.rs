@@ -55,17 +55,27 @@ pub enum Isa {
     Neon,
     /// NEON plus the dot-product extension (`SDOT`): int8 GEMM.
     NeonDotprod,
+    /// NEON, dotprod and the int8 matrix-multiply extension (`USMMLA`: a 2x8 u8 by
+    /// 8x2 s8 block into 2x2 i32): an 8x32 int8 tile over octet panels
+    /// ([`Int8Layout::Octets`]); bf16 as on [`Isa::Neon`].
+    NeonI8mm,
+    /// [`Isa::NeonI8mm`] plus the bf16 extension (`BFMMLA`: a 2x4 by 4x2 bf16 block
+    /// into 2x2 f32): bf16 activations and weights, an 8x32 bf16 tile over quad
+    /// panels ([`Bf16Layout::Quads`]), as `VDPBF16PS` does on x86-64.
+    NeonBf16,
 }
 
 impl Isa {
     /// Every path rinfer knows, fastest last within each architecture.
-    pub const ALL: [Isa; 6] = [
+    pub const ALL: [Isa; 8] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx512,
         Isa::Avx512Bf16,
         Isa::Neon,
         Isa::NeonDotprod,
+        Isa::NeonI8mm,
+        Isa::NeonBf16,
     ];
 
     /// The name used by `RINFER_ISA` and reported by [`crate::build_info`].
@@ -77,6 +87,8 @@ impl Isa {
             Isa::Avx512Bf16 => "avx512bf16",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
+            Isa::NeonI8mm => "neon-i8mm",
+            Isa::NeonBf16 => "neon-bf16",
         }
     }
 
@@ -120,7 +132,7 @@ impl Isa {
         match self {
             Isa::Generic => "",
             Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => "x86_64",
-            Isa::Neon | Isa::NeonDotprod => "aarch64",
+            Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm | Isa::NeonBf16 => "aarch64",
         }
     }
 
@@ -186,9 +198,10 @@ pub type MicroKernel =
 /// The bf16 GEMM microkernel: `C[0..mr, 0..nr] = A · Bpanel`, accumulated in f32.
 ///
 /// `a` holds `mr` rows of `2 * kp` bf16 values (row stride `lda` elements; odd K is
-/// padded with a zero); `b` is one packed panel: `kp` groups of [`LOWP_NR`] columns,
-/// each column holding its two K-consecutive bf16 values side by side. `c` starts at
-/// the tile's top-left with row stride `ldc`; only `mr` rows and `nr` columns are written.
+/// padded with a zero); `b` is one packed panel in the path's [`Bf16Layout`]: with
+/// `Pairs`, `kp` groups of [`LOWP_NR`] columns, each column holding its two
+/// K-consecutive bf16 values side by side. `c` starts at the tile's top-left with
+/// row stride `ldc`; only `mr` rows and `nr` columns are written.
 pub type Bf16Kernel = fn(
     kp: usize,
     a: &[u16],
@@ -218,8 +231,8 @@ pub struct Int8Scales<'a> {
 /// summed in i32, rescaled to f32 in the store.
 ///
 /// `a` holds `mr` rows of `4 * kq` bytes (row stride `lda` bytes); `b` is one packed
-/// panel: `kq` groups of [`LOWP_NR`] columns, each column holding four K-consecutive
-/// weights. Output as for [`Bf16Kernel`].
+/// panel in the path's [`Int8Layout`]: with `Quads`, `kq` groups of [`LOWP_NR`]
+/// columns, each column holding four K-consecutive weights. Output as for [`Bf16Kernel`].
 pub type Int8Kernel = fn(
     kq: usize,
     a: &[u8],
@@ -241,6 +254,50 @@ pub enum Int8Layout {
     /// Per column, two K-consecutive `i16` (`VPMADDWD`'s operand: exact u8 x s8
     /// products without VNNI, at twice the bytes).
     Pairs16,
+    /// Per column, eight K-consecutive `i8`, K padded to a multiple of 8 (so two
+    /// neighbouring columns are one 16-byte `USMMLA` operand); `kq` quads of
+    /// activations make `kq.div_ceil(2)` groups of 256 bytes.
+    Octets,
+}
+
+impl Int8Layout {
+    /// Values per column in one K-group of a panel.
+    pub fn per_column(self) -> usize {
+        match self {
+            Int8Layout::Quads => 4,
+            Int8Layout::Pairs16 => 2,
+            Int8Layout::Octets => 8,
+        }
+    }
+
+    /// K rounded up to what a panel stores (activation rows hold whole quads).
+    pub fn padded_k(self, k: usize) -> usize {
+        match self {
+            Int8Layout::Quads | Int8Layout::Pairs16 => k.div_ceil(4) * 4,
+            Int8Layout::Octets => k.div_ceil(8) * 8,
+        }
+    }
+}
+
+/// The weight panel layout a bf16 kernel reads; the values are the same in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Layout {
+    /// Per column, two K-consecutive bf16 (`VDPBF16PS`'s operand, and what the
+    /// widening kernels read).
+    Pairs,
+    /// Per column, four K-consecutive bf16, K padded to a multiple of 4 (so two
+    /// neighbouring columns are one 16-byte `BFMMLA` operand).
+    Quads,
+}
+
+impl Bf16Layout {
+    /// Values per column in one K-group of a panel.
+    pub fn per_column(self) -> usize {
+        match self {
+            Bf16Layout::Pairs => 2,
+            Bf16Layout::Quads => 4,
+        }
+    }
 }
 
 /// Columns of a bf16 or int8 weight panel, on every path.
@@ -332,6 +389,8 @@ pub struct LowpKernels {
     pub quantize_u8: fn(src: &[f32], dst: &mut [u8]) -> (f32, i32),
     /// How the int8 kernel reads its weight panels.
     pub int8_layout: Int8Layout,
+    /// How the bf16 kernel reads its weight panels.
+    pub bf16_layout: Bf16Layout,
     /// How the bf16 kernel computes, for reports (e.g. `VDPBF16PS`).
     pub bf16_compute: &'static str,
     /// How the int8 kernel computes, for reports (e.g. `VPDPBUSD`).
@@ -446,6 +505,10 @@ pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
         Isa::Neon => &aarch64::neon::KERNELS,
         #[cfg(target_arch = "aarch64")]
         Isa::NeonDotprod => &aarch64::dotprod::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonI8mm => &aarch64::i8mm::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonBf16 => &aarch64::bf16::KERNELS,
         _ => unreachable!("is_supported() is false for another architecture's paths"),
     })
 }

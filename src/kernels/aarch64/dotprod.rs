@@ -9,7 +9,8 @@ use std::arch::asm;
 
 use super::neon;
 use crate::kernels::{
-    check_int8_scales, check_lowp_tile, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR,
+    check_int8_scales, check_lowp_tile, Bf16Layout, Int8Layout, Int8Scales, Isa, Kernels,
+    LowpKernels, LOWP_NR,
 };
 
 /// Rows of the int8 tile (16 accumulators).
@@ -30,6 +31,7 @@ pub static LOWP: LowpKernels = LowpKernels {
     to_bf16: neon::to_bf16,
     quantize_u8: neon::quantize_u8,
     int8_layout: Int8Layout::Quads,
+    bf16_layout: Bf16Layout::Pairs,
     bf16_compute: "bf16 weights, f32 compute",
     int8_compute: "SDOT",
 };

@@ -13,7 +13,9 @@ use super::driver::{self, Step};
 use super::{bias_act, check_dims, check_len, partition, Activation, PackedB};
 use crate::error::{Error, Result};
 use crate::kernels::threads::install;
-use crate::kernels::{vector, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR};
+use crate::kernels::{
+    vector, Bf16Layout, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR,
+};
 
 type Scratch<T> = std::thread::LocalKey<std::cell::Cell<Vec<T>>>;
 
@@ -194,8 +196,8 @@ impl PackedBf16 {
         kernels: &'static Kernels,
         at: impl Fn(usize, usize) -> f32,
     ) -> Result<Self> {
-        lowp_of(kernels)?;
-        let data = pack_panels(k, n, 2, |kk, nn| vector::bf16_bits(at(kk, nn)));
+        let per = lowp_of(kernels)?.bf16_layout.per_column();
+        let data = pack_panels(k, n, per, |kk, nn| vector::bf16_bits(at(kk, nn)));
         Ok(Self {
             kernels,
             k,
@@ -205,7 +207,12 @@ impl PackedBf16 {
     }
 
     fn panel(&self, p: usize) -> &[u16] {
-        let len = self.k.div_ceil(2) * 2 * LOWP_NR;
+        let per = self
+            .kernels
+            .lowp
+            .map_or(Bf16Layout::Pairs, |lp| lp.bf16_layout)
+            .per_column();
+        let len = self.k.div_ceil(per) * per * LOWP_NR;
         &self.data[p * len..(p + 1) * len]
     }
 }
@@ -249,7 +256,7 @@ impl PackedInt8 {
             *s = (0..k).map(|kk| q(kk, j) as i32).sum();
         }
         let data = match layout {
-            Int8Layout::Quads => pack_panels(k, n, 4, q),
+            Int8Layout::Quads | Int8Layout::Octets => pack_panels(k, n, layout.per_column(), q),
             Int8Layout::Pairs16 => {
                 // K padded to whole quads (the activation rows are), as i16 pairs
                 // stored little-endian in the byte vector.
@@ -280,12 +287,10 @@ impl PackedInt8 {
     /// The weights as the kernels see them: `scale[j] * q[k][j]`, row-major `K x N`.
     pub fn dequantized(&self) -> Vec<f32> {
         let mut out = vec![0.0f32; self.k * self.n];
-        let pairs = self.layout() == Int8Layout::Pairs16;
-        let (per, groups) = if pairs {
-            (2, self.k.div_ceil(4) * 2)
-        } else {
-            (4, self.k.div_ceil(4))
-        };
+        let layout = self.layout();
+        let pairs = layout == Int8Layout::Pairs16;
+        let per = layout.per_column();
+        let groups = layout.padded_k(self.k) / per;
         for kk in 0..self.k {
             for j in 0..self.n {
                 let (p, jj) = (j / LOWP_NR, j % LOWP_NR);
@@ -308,12 +313,9 @@ impl PackedInt8 {
     }
 
     fn panel(&self, p: usize) -> &[i8] {
-        let bytes = if self.layout() == Int8Layout::Pairs16 {
-            2
-        } else {
-            1
-        };
-        let len = self.k.div_ceil(4) * 4 * LOWP_NR * bytes;
+        let layout = self.layout();
+        let bytes = if layout == Int8Layout::Pairs16 { 2 } else { 1 };
+        let len = layout.padded_k(self.k) * LOWP_NR * bytes;
         &self.data[p * len..(p + 1) * len]
     }
 }

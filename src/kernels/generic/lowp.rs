@@ -4,7 +4,8 @@
 //! rescales exactly as the SIMD kernels do, so those must match it bit for bit.
 
 use crate::kernels::{
-    check_int8_scales, check_lowp_tile, vector, Int8Layout, Int8Scales, LowpKernels, LOWP_NR,
+    check_int8_scales, check_lowp_tile, vector, Bf16Layout, Int8Layout, Int8Scales, LowpKernels,
+    LOWP_NR,
 };
 
 /// Rows of the reference tiles.
@@ -18,6 +19,7 @@ pub static LOWP: LowpKernels = LowpKernels {
     to_bf16,
     quantize_u8,
     int8_layout: Int8Layout::Quads,
+    bf16_layout: Bf16Layout::Pairs,
     bf16_compute: "scalar",
     int8_compute: "scalar",
 };

@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 
 use crate::kernels::{
-    check_int8_scales, check_lowp_tile, Int8Layout, Int8Scales, LowpKernels, LOWP_NR,
+    check_int8_scales, check_lowp_tile, Bf16Layout, Int8Layout, Int8Scales, LowpKernels, LOWP_NR,
 };
 
 /// Rows of the tiles (8 accumulators, a weight register, broadcasts).
@@ -29,6 +29,7 @@ pub static LOWP: LowpKernels = LowpKernels {
     to_bf16,
     quantize_u8,
     int8_layout: Int8Layout::Pairs16,
+    bf16_layout: Bf16Layout::Pairs,
     bf16_compute: "bf16 weights, f32 compute",
     int8_compute: "VPMADDWD on i16 pairs",
 };

@@ -6,7 +6,8 @@ use std::arch::x86_64::*;
 
 use super::avx512::{self, masks, store};
 use crate::kernels::{
-    check_int8_scales, check_lowp_tile, Int8Layout, Int8Scales, Isa, Kernels, LowpKernels, LOWP_NR,
+    check_int8_scales, check_lowp_tile, Bf16Layout, Int8Layout, Int8Scales, Isa, Kernels,
+    LowpKernels, LOWP_NR,
 };
 
 /// Rows of the bf16 and int8 tiles (24 accumulators + 2 weight registers).
@@ -27,6 +28,7 @@ pub static LOWP: LowpKernels = LowpKernels {
     to_bf16,
     quantize_u8,
     int8_layout: Int8Layout::Quads,
+    bf16_layout: Bf16Layout::Pairs,
     bf16_compute: "VDPBF16PS",
     int8_compute: "VPDPBUSD",
 };

@@ -38,7 +38,10 @@ pub fn features(isa: super::Isa) -> Vec<(&'static str, bool)> {
             ]);
             f
         }
-        super::Isa::Neon | super::Isa::NeonDotprod => {
+        super::Isa::Neon
+        | super::Isa::NeonDotprod
+        | super::Isa::NeonI8mm
+        | super::Isa::NeonBf16 => {
             unreachable!("aarch64 paths are not probed on x86-64")
         }
     }
