@@ -311,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="request body limit in bytes before 413 (default 8 MiB)",
     )
     s.add_argument("--request-timeout-s", type=float, help="deadline per request, s (default 30)")
+    s.add_argument(
+        "--generation-timeout-s",
+        type=float,
+        help="deadline per text-generation request, s (default 600); X-Request-Timeout overrides either",
+    )
     s.add_argument("--job-store-url", help="background job store (default sqlite:///rinfer-jobs.db)")
     s.add_argument("--max-job-inputs", type=int, help="texts per background job (default 100000)")
     s.add_argument(

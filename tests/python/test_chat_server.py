@@ -199,3 +199,81 @@ def test_a_client_gone_before_the_stream_starts_frees_its_sequence_and_slot():
                 assert r.status_code == 200, r.text
 
     asyncio.run(main())
+
+
+class _Slow:
+    """The loaded generator, its streams slowed to one event per `delay` s after
+    `first` s, so that deadlines can be crossed at will; the real stream underneath
+    is closed when the slow one is."""
+
+    def __init__(self, real, delay: float, first: float = 0.0) -> None:
+        self.real, self.delay, self.first = real, delay, first
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def stream(self, *args, **kw):
+        inner = self.real.stream(*args, **kw)
+        outer = self
+
+        class S:
+            started = False
+
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                import time
+
+                time.sleep(outer.first if not self.started else outer.delay)
+                self.started = True
+                return next(inner)
+
+            def close(self):
+                inner.close()
+
+        return S()
+
+
+def _wait_idle(gen) -> None:
+    import time
+
+    for _ in range(100):
+        if gen.stats()["active"] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(gen.stats())
+
+
+def test_deadlines_end_generations_with_503_or_an_error_event():
+    app = create_app(Settings(model_path=str(CHAT)))
+    body = {"prompt": "hello there", "max_tokens": 60, "ignore_eos": True}
+    with TestClient(app) as c:
+        real = app.state.generator
+        try:
+            # a whole answer not complete by the deadline: 503, OpenAI's shape, sequences ended
+            app.state.generator = _Slow(real, 0.05)
+            r = c.post("/v1/completions", json={**body, "n": 2}, headers={"X-Request-Timeout": "0.4"})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "deadline_exceeded"
+            _wait_idle(real)
+            # a stream without its first token by then: 503 too, not a 200 that breaks off
+            app.state.generator = _Slow(real, 0.0, first=1.0)
+            r = c.post("/v1/completions", json={**body, "stream": True}, headers={"X-Request-Timeout": "0.3"})
+            assert r.status_code == 503, r.text
+            _wait_idle(real)
+            # a started stream: its last event says why it ends (no [DONE]), the sequence ends
+            app.state.generator = _Slow(real, 0.05)
+            r = c.post("/v1/completions", json={**body, "stream": True}, headers={"X-Request-Timeout": "0.6"})
+            assert r.status_code == 200
+            events = sse(r.text)
+            assert "[DONE]" not in events and 1 < len(events) < 60, events
+            assert events[-1]["error"]["code"] == "deadline_exceeded"
+            _wait_idle(real)
+            # within its deadline the same request completes, and the queue slots all came back
+            app.state.generator = real
+            r = c.post("/v1/completions", json={**body, "max_tokens": 5}, headers={"X-Request-Timeout": "30"})
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
+            assert app.state.gen_slots.active == 0
+        finally:
+            app.state.generator = real

@@ -51,7 +51,9 @@ def truncate_of(request: Request, truncate: bool | None) -> bool:
     return settings_of(request).auto_truncate if truncate is None else truncate
 
 
-def deadline_s(request: Request) -> float:
+def deadline_s(request: Request, default: float | None = None) -> float:
+    """Seconds the request may take: its `X-Request-Timeout`, else `default`, else the
+    server's `request_timeout_s`."""
     header = request.headers.get("X-Request-Timeout")
     if header is not None:
         try:
@@ -61,7 +63,7 @@ def deadline_s(request: Request) -> float:
         if value <= 0:
             raise ApiError(422, "validation", "X-Request-Timeout must be positive")
         return value
-    return settings_of(request).request_timeout_s
+    return settings_of(request).request_timeout_s if default is None else default
 
 
 async def _watch_disconnect(receive, work: asyncio.Future, why: list[str]) -> None:

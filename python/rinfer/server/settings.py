@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     max_inputs: int = Field(2048, ge=1, description="inputs per request; more get 413")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit; more get 413")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request (header X-Request-Timeout)")
+    generation_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="deadline per text-generation request (header X-Request-Timeout): an answer not complete by "
+        "then, or a stream without its first token, is a 503; a started stream ends with an error event",
+    )
     api_key: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="API keys: when any is set, every route but the probes needs 'Authorization: Bearer <key>' "

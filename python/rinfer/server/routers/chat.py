@@ -3,7 +3,10 @@ whole or streamed as server-sent events (``stream: true``, ending in
 ``data: [DONE]``, usage last with ``stream_options.include_usage``). A client that
 disconnects mid-stream ends its sequence and frees its cache; a prompt that with
 ``max_tokens`` passes the model's context is a 400; past ``--max-queue`` concurrent
-generations, 429 with ``Retry-After``."""
+generations, 429 with ``Retry-After``. Deadlines as for embeddings (``X-Request-Timeout``,
+else ``--generation-timeout-s``): an answer not complete by then, or a stream without its
+first token, is a 503 ``deadline_exceeded``; a stream already started ends with that
+error as its last event; either way the sequences end at once."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import rinfer
 
 from ..errors import ApiError
 from ..schemas import Strict, TokenIds
-from ..service import json_response, model_of
+from ..service import deadline_s, json_response, model_of, settings_of
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -171,9 +174,38 @@ def _logprobs_of(model_lp, chat: bool) -> dict | None:
     }
 
 
+class _Late(Exception):
+    """The request's deadline passed."""
+
+
+async def _next_event(stream, done, deadline: float):
+    """The stream's next delta (or `done`), waited for until `deadline` (monotonic)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Late
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(next, stream, done), left)
+    except TimeoutError:
+        raise _Late from None
+
+
+async def _drain(stream, done, deadline: float) -> list[dict]:
+    out = []
+    while (d := await _next_event(stream, done, deadline)) is not done:
+        out.append(d)
+        if d["finish_reason"] is not None:
+            break
+    return out
+
+
+def _late(what: str) -> ApiError:
+    return ApiError(503, "deadline", f"the request's deadline passed {what}; its generation was stopped")
+
+
 async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logprobs: int | None, max_tokens):
     model = _generator(request)
     served = request.app.state.served_name
+    deadline = time.monotonic() + deadline_s(request, settings_of(request).generation_timeout_s)
     ids = await asyncio.to_thread(model.encode_prompt, prompt)
     budget = _budget(model, ids, max_tokens)
     sampling = _sampling(body, budget, logprobs)
@@ -182,28 +214,56 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
     obj = "chat.completion" if chat else "text_completion"
     slots = _slots(request, body.n)
     seeds = [None if body.seed is None else (body.seed + i) % 2**64 for i in range(body.n)]
-    if not body.stream:
-        t0 = time.perf_counter()
-        try:
-            outs = [await asyncio.to_thread(model.generate, ids, seed=seed, **sampling) for seed in seeds]
-        finally:
+    streams: list = []
+    done = object()
+    released = False
+
+    def release() -> None:
+        # Once, whichever way the request ends: answered, failed, past its deadline, the
+        # client gone mid-stream or before the body started (then the generator below
+        # never runs, and only the response's own `finally` gets here). A stream may be
+        # inside `next` on a worker thread (a deadline cut the wait short), so it is
+        # closed on one too: the event loop never waits for a decode step.
+        nonlocal released
+        if not released:
+            released = True
+            loop = asyncio.get_running_loop()
+            for stream in streams:
+                loop.run_in_executor(None, stream.close)
             for _ in range(body.n):
                 slots.give()
+
+    if not body.stream:
+        # The n choices decode together in the shared batch; the deadline covers them all.
+        t0 = time.perf_counter()
+        try:
+            for seed in seeds:
+                streams.append(await asyncio.to_thread(model.stream, ids, seed=seed, **sampling))
+            runs = await asyncio.gather(*(_drain(s, done, deadline) for s in streams))
+        except _Late:
+            raise _late("before the answer was complete") from None
+        finally:
+            release()
         choices = []
-        for i, o in enumerate(outs):
-            lp = _logprobs_of(list(zip(o.tokens, o.logprobs)), chat) if o.logprobs else None
+        completion = 0
+        for i, events in enumerate(runs):
+            text = "".join(d["text"] for d in events)
+            tokens = [d["token"] for d in events if d["token"] is not None]
+            lps = [d["logprob"] for d in events if d["logprob"] is not None]
+            finish = next((d["finish_reason"] for d in reversed(events) if d["finish_reason"]), "length")
+            completion += len(tokens)
+            lp = _logprobs_of(list(zip(tokens, lps)), chat) if lps else None
             if chat:
                 choices.append(
                     {
                         "index": i,
-                        "message": {"role": "assistant", "content": o.text},
+                        "message": {"role": "assistant", "content": text},
                         "logprobs": lp,
-                        "finish_reason": o.finish_reason,
+                        "finish_reason": finish,
                     }
                 )
             else:
-                choices.append({"index": i, "text": o.text, "logprobs": lp, "finish_reason": o.finish_reason})
-        completion = sum(o.usage["completion_tokens"] for o in outs)
+                choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": finish})
         if completion:
             # Whole answers: the mean time per token stands for both.
             per = (time.perf_counter() - t0) / completion
@@ -223,29 +283,17 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
 
     # The streams start, and give their first event, before the response does: a request
     # the engine refuses (its checks run at the first step) is an HTTP error, not a 200
-    # whose body breaks off (found by schemathesis); and the slots are given back.
-    streams: list = []
+    # whose body breaks off (found by schemathesis); so is one whose deadline passes
+    # before its first token.
     head: dict[int, Any] = {}
-    done = object()
-    released = False
-
-    def release() -> None:
-        # Once, whichever way the request ends: the body ran out or failed, the client
-        # left mid-stream, or it left before the body started (then the generator below
-        # never runs, and only the response's own `finally` gets here).
-        nonlocal released
-        if not released:
-            released = True
-            for stream in streams:
-                stream.close()
-            for _ in range(body.n):
-                slots.give()
-
     try:
         for seed in seeds:
             streams.append(await asyncio.to_thread(model.stream, ids, seed=seed, **sampling))
         for i, stream in enumerate(streams):
-            head[i] = await asyncio.to_thread(next, stream, done)
+            head[i] = await _next_event(stream, done, deadline)
+    except _Late:
+        release()
+        raise _late("before the first token") from None
     except BaseException:
         release()
         raise
@@ -263,7 +311,7 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
             live = list(range(body.n))
             while live:
                 for i in list(live):
-                    d = head.pop(i) if i in head else await asyncio.to_thread(next, streams[i], done)
+                    d = head.pop(i) if i in head else await _next_event(streams[i], done, deadline)
                     if d is done:
                         live.remove(i)
                         continue
@@ -294,6 +342,10 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
                     {"id": rid, "object": chunk_obj, "created": created, "model": served, "choices": [], "usage": usage}
                 )
             yield b"data: [DONE]\n\n"
+        except _Late:
+            # The response has started: the stream says why it ends, and ends.
+            err = {"message": _late("mid-stream").message, "type": "server_error", "param": None}
+            yield event({"error": {**err, "code": "deadline_exceeded"}})
         except Exception as exc:  # noqa: BLE001 - the response has started: the stream says it, and ends
             yield event({"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None}})
         finally:
