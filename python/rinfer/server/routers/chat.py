@@ -239,7 +239,13 @@ async def _run(request: Request, body: _Sampling, prompt: Any, chat: bool, logpr
         try:
             for seed in seeds:
                 streams.append(await asyncio.to_thread(model.stream, ids, seed=seed, **sampling))
-            runs = await asyncio.gather(*(_drain(s, done, deadline) for s in streams))
+            tasks = [asyncio.ensure_future(_drain(s, done, deadline)) for s in streams]
+            try:
+                runs = await asyncio.gather(*tasks)
+            except BaseException:
+                for t in tasks:  # the other choices stop too (their streams close below)
+                    t.cancel()
+                raise
         except _Late:
             raise _late("before the answer was complete") from None
         finally:
