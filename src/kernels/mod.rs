@@ -45,6 +45,10 @@ pub enum Isa {
     Generic,
     /// x86-64 AVX2 + FMA (+ F16C).
     Avx2,
+    /// [`Isa::Avx2`] plus AVX-VNNI (`VPDPBUSD` on 256-bit registers, VEX-encoded):
+    /// native int8 GEMM on CPUs without AVX-512 (Alder Lake and later client cores,
+    /// Sierra Forest).
+    Avx2Vnni,
     /// x86-64 AVX-512 F/BW/VL/DQ.
     Avx512,
     /// AVX-512 plus BF16 (`VDPBF16PS`) and VNNI (`VPDPBUSD`): the f32 kernels of
@@ -67,9 +71,10 @@ pub enum Isa {
 
 impl Isa {
     /// Every path rinfer knows, fastest last within each architecture.
-    pub const ALL: [Isa; 8] = [
+    pub const ALL: [Isa; 9] = [
         Isa::Generic,
         Isa::Avx2,
+        Isa::Avx2Vnni,
         Isa::Avx512,
         Isa::Avx512Bf16,
         Isa::Neon,
@@ -83,6 +88,7 @@ impl Isa {
         match self {
             Isa::Generic => "generic",
             Isa::Avx2 => "avx2",
+            Isa::Avx2Vnni => "avx2-vnni",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
             Isa::Neon => "neon",
@@ -131,7 +137,7 @@ impl Isa {
     fn arch(self) -> &'static str {
         match self {
             Isa::Generic => "",
-            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => "x86_64",
+            Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512 | Isa::Avx512Bf16 => "x86_64",
             Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm | Isa::NeonBf16 => "aarch64",
         }
     }
@@ -497,6 +503,8 @@ pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
         Isa::Generic => &generic::KERNELS,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => &x86_64::avx2::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Vnni => &x86_64::avx2_vnni::KERNELS,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => &x86_64::avx512::KERNELS,
         #[cfg(target_arch = "x86_64")]

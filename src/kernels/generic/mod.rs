@@ -1,7 +1,7 @@
 //! Reference kernels: portable, scalar, obviously correct (f64 accumulation,
 //! `libm` transcendentals). Every ISA path is tested against these.
 
-mod lowp;
+pub(crate) mod lowp;
 
 pub use lowp::LOWP;
 

@@ -44,7 +44,7 @@ vector_kernels! { "avx2,fma,f16c";
 /// # Safety
 /// `row` must be valid for `nr <= 32` writes; the CPU must support AVX.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store_row(row: *mut f32, v: [__m256; 4], nr: usize) {
+pub(super) unsafe fn store_row(row: *mut f32, v: [__m256; 4], nr: usize) {
     if nr == LOWP_NR {
         for (j, x) in v.iter().enumerate() {
             // SAFETY: 32 columns are writable (the caller's contract with nr = 32).

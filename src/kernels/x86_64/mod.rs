@@ -2,6 +2,7 @@
 
 pub mod avx2;
 pub mod avx2_lowp;
+pub mod avx2_vnni;
 pub mod avx512;
 pub mod avx512bf16;
 
@@ -29,6 +30,11 @@ pub fn features(isa: super::Isa) -> Vec<(&'static str, bool)> {
     match isa {
         super::Isa::Generic => Vec::new(),
         super::Isa::Avx2 => avx2(),
+        super::Isa::Avx2Vnni => {
+            let mut f = avx2();
+            f.push(("avxvnni", has!("avxvnni")));
+            f
+        }
         super::Isa::Avx512 => avx512(),
         super::Isa::Avx512Bf16 => {
             let mut f = avx512();
