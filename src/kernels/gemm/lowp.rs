@@ -467,7 +467,7 @@ pub fn gemm_int8(
                 let part = (r0, r1, p0, p1);
                 sweep(
                     kern,
-                    lda * LOWP_NR,
+                    b.panel(0).len(),
                     lp.mr,
                     n,
                     part,
