@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ISAS=(generic avx2 avx2-vnni avx512 avx512bf16 neon neon-dotprod neon-i8mm neon-bf16)
+ISAS=(generic avx2 avx2-vnni avx512 avx512bf16 amx neon neon-dotprod neon-i8mm neon-bf16)
 ISA_TESTS=(--test parity --test families --test decoders --test generation --test lowp_model --test kernels)
 LOG=target/tmp/skipped.log
 mkdir -p target/tmp

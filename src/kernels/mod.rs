@@ -54,6 +54,9 @@ pub enum Isa {
     /// AVX-512 plus BF16 (`VDPBF16PS`) and VNNI (`VPDPBUSD`): the f32 kernels of
     /// [`Isa::Avx512`] and native bf16 and int8 GEMM kernels.
     Avx512Bf16,
+    /// [`Isa::Avx512Bf16`] plus AMX (`TDPBF16PS`, `TDPBUSD` on tile registers): bf16
+    /// and int8 GEMM in 32x32 tiles (Sapphire Rapids and later Xeons).
+    Amx,
     /// aarch64 Advanced SIMD (NEON): an 8x12 f32 FMA microkernel and the vector
     /// kernels; bf16 weights widened to f32 in registers.
     Neon,
@@ -71,12 +74,13 @@ pub enum Isa {
 
 impl Isa {
     /// Every path rinfer knows, fastest last within each architecture.
-    pub const ALL: [Isa; 9] = [
+    pub const ALL: [Isa; 10] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx2Vnni,
         Isa::Avx512,
         Isa::Avx512Bf16,
+        Isa::Amx,
         Isa::Neon,
         Isa::NeonDotprod,
         Isa::NeonI8mm,
@@ -91,6 +95,7 @@ impl Isa {
             Isa::Avx2Vnni => "avx2-vnni",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
             Isa::NeonI8mm => "neon-i8mm",
@@ -137,7 +142,7 @@ impl Isa {
     fn arch(self) -> &'static str {
         match self {
             Isa::Generic => "",
-            Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512 | Isa::Avx512Bf16 => "x86_64",
+            Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => "x86_64",
             Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm | Isa::NeonBf16 => "aarch64",
         }
     }
@@ -509,6 +514,8 @@ pub fn for_isa(isa: Isa) -> Result<&'static Kernels> {
         Isa::Avx512 => &x86_64::avx512::KERNELS,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 => &x86_64::avx512bf16::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => &x86_64::amx::KERNELS,
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => &aarch64::neon::KERNELS,
         #[cfg(target_arch = "aarch64")]

@@ -119,7 +119,7 @@ const PF: usize = 2048;
 
 /// Safe entry point with the [`crate::kernels::Int8Kernel`] contract.
 #[allow(clippy::too_many_arguments)]
-fn int8(
+pub(super) fn int8(
     kq: usize,
     a: &[u8],
     lda: usize,

@@ -1,5 +1,6 @@
 //! x86-64 paths: CPU probes and the per-ISA kernel tables.
 
+pub mod amx;
 pub mod avx2;
 pub mod avx2_lowp;
 pub mod avx2_vnni;
@@ -27,6 +28,14 @@ pub fn features(isa: super::Isa) -> Vec<(&'static str, bool)> {
         ]);
         f
     };
+    let avx512bf16 = || {
+        let mut f = avx512();
+        f.extend([
+            ("avx512bf16", has!("avx512bf16")),
+            ("avx512vnni", has!("avx512vnni")),
+        ]);
+        f
+    };
     match isa {
         super::Isa::Generic => Vec::new(),
         super::Isa::Avx2 => avx2(),
@@ -36,12 +45,12 @@ pub fn features(isa: super::Isa) -> Vec<(&'static str, bool)> {
             f
         }
         super::Isa::Avx512 => avx512(),
-        super::Isa::Avx512Bf16 => {
-            let mut f = avx512();
-            f.extend([
-                ("avx512bf16", has!("avx512bf16")),
-                ("avx512vnni", has!("avx512vnni")),
-            ]);
+        super::Isa::Avx512Bf16 => avx512bf16(),
+        super::Isa::Amx => {
+            let mut f = avx512bf16();
+            f.extend(amx::cpu_features());
+            // The tile state, enabled by the OS for this process (asked for here).
+            f.push(("amx-os", amx::os_permits()));
             f
         }
         super::Isa::Neon
