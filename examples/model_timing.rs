@@ -8,7 +8,8 @@
 //!   REPS         timed repetitions per case (median reported), after one warm-up
 //!   DTYPE        f32 (default), bf16 or int8
 //!   VECTORS_OUT  file to write the vectors of "texts" to (little-endian f32, row-major)
-//! Threads: RINFER_NUM_THREADS. Besides the cases it times tokenization alone and
+//! Threads: RINFER_NUM_THREADS. Stderr names the GEMM kernel and, for bf16/int8, the
+//! load-time quality probe. Besides the cases it times tokenization alone and
 //! end to end (strings in, vectors out) on "texts".
 
 use std::time::Instant;
@@ -53,9 +54,19 @@ fn main() {
         eprintln!("cannot load model: {e}");
         std::process::exit(1)
     });
-    if let Some(note) = model.info().note {
+    let info = model.info();
+    if let Some(note) = info.note {
         eprintln!("{note}");
         std::process::exit(1);
+    }
+    // What ran, on stderr (stdout is the JSON lines): kernel and, for bf16/int8,
+    // the load-time probe agreement with f32.
+    match info.quality {
+        Some(q) => eprintln!(
+            "{} ({}): min cosine to f32 {:.6}, mean {:.6} over {} probes",
+            info.gemm_kernel, info.dtype, q.min_cosine, q.mean_cosine, q.probes
+        ),
+        None => eprintln!("{} ({})", info.gemm_kernel, info.dtype),
     }
     let spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&args[1]).expect("cases file"))
