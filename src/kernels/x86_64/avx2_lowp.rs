@@ -44,7 +44,7 @@ vector_kernels! { "avx2,fma,f16c";
 /// # Safety
 /// `row` must be valid for `nr <= 32` writes; the CPU must support AVX.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn store_row(row: *mut f32, v: [__m256; 4], nr: usize) {
+unsafe fn store_row(row: *mut f32, v: [__m256; 4], nr: usize) {
     if nr == LOWP_NR {
         for (j, x) in v.iter().enumerate() {
             // SAFETY: 32 columns are writable (the caller's contract with nr = 32).
@@ -219,6 +219,25 @@ unsafe fn int8_tile<const M: usize>(
         }
         bp = bp.wrapping_add(2 * LOWP_NR);
     }
+    // SAFETY: rows `0..M` of `nr` columns are writable, the scales cover `M` rows
+    // and 32 columns (the caller's contract).
+    unsafe { store_int8(acc, c, ldc, nr, s) };
+}
+
+/// Writes an int8 tile's i32 sums as `a_scale * b_scale * (sum - a_zero * colsum)`,
+/// with the same float operations as every int8 path.
+///
+/// # Safety
+/// `c` must be valid for rows `0..M` (stride `ldc`) of `nr <= 32` columns, `s` must
+/// cover `M` rows and 32 columns; the CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn store_int8<const M: usize>(
+    acc: [[__m256i; 4]; M],
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    s: &Int8Scales,
+) {
     for (i, row) in acc.into_iter().enumerate() {
         let zero = _mm256_set1_epi32(s.a_zero[i]);
         let sa = _mm256_set1_ps(s.a_scale[i]);

@@ -80,23 +80,9 @@ macro_rules! int8_tile {
                 }
                 bp = bp.wrapping_add(4 * LOWP_NR);
             }
-            for (i, row) in acc.into_iter().enumerate() {
-                let zero = _mm256_set1_epi32(s.a_zero[i]);
-                let sa = _mm256_set1_ps(s.a_scale[i]);
-                let out: [__m256; 4] = std::array::from_fn(|j| {
-                    // SAFETY: the caller guarantees 32 column scales and sums.
-                    let (bs, cs) = unsafe {
-                        (
-                            _mm256_loadu_ps(s.b_scale.as_ptr().add(8 * j)),
-                            _mm256_loadu_si256(s.b_colsum.as_ptr().add(8 * j) as *const __m256i),
-                        )
-                    };
-                    let v = _mm256_sub_epi32(row[j], _mm256_mullo_epi32(zero, cs));
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(bs, sa))
-                });
-                // SAFETY: rows `0..M` of `nr` columns are writable (the caller's contract).
-                unsafe { avx2_lowp::store_row(c.add(i * ldc), out, nr) };
-            }
+            // SAFETY: rows `0..M` of `nr` columns are writable, the scales cover `M`
+            // rows and 32 columns (the caller's contract); the CPU has AVX2 and FMA.
+            unsafe { avx2_lowp::store_int8(acc, c, ldc, nr, s) };
         }
     };
 }
