@@ -1,6 +1,7 @@
 //! AMX path (Intel Sapphire Rapids and later Xeons): the f32 kernels of the AVX-512
 //! path, and bf16 (`TDPBF16PS`) and int8 (`TDPBUSD`) GEMM tiles on the AMX tile
-//! registers, 32x32 per call.
+//! registers, 32x32 per call (int8 tiles of 12 rows or fewer and bf16 single rows
+//! stay on the zmm kernels of [`avx512bf16`], faster there).
 //!
 //! A tile register holds up to 16 rows of 64 bytes. The weight panels are already in
 //! the layout AMX reads: a quad (int8) or pair (bf16) step of a panel is 128 bytes,
@@ -8,8 +9,9 @@
 //! B tile is 16 steps of one half at a stride of 128 bytes. The activations are rows
 //! of 64 bytes per K chunk (64 u8 or 32 bf16). Eight tiles: A rows 0..16 and 16..32
 //! (tmm0, tmm1), B halves (tmm2, tmm3), and the four 16x16 accumulators (tmm4..tmm7).
-//! Partial row blocks and the last K chunk are copied into zero-padded buffers, so a
-//! tile never reads outside its operands.
+//! A block of fewer than 16 rows gets tiles of its height (a configuration per
+//! height, kept while it serves); the last K chunk, when short, is copied into
+//! zero-padded buffers: a tile never reads outside its operands.
 //!
 //! Rust has no stable AMX intrinsics or feature detection: the instructions go
 //! through `asm!` with literal tile registers (no register class exists for them;
@@ -114,27 +116,48 @@ fn request_tile_state() -> bool {
     false
 }
 
-/// The tile configuration (`LDTILECFG`'s 64 bytes): palette 1, tiles 0..8 of 16
-/// rows by 64 bytes.
+/// The tile configuration (`LDTILECFG`'s 64 bytes): palette 1; every tile 64
+/// bytes wide; the B tiles (tmm2, tmm3) 16 rows; the A tile and accumulators of the
+/// first row block (tmm0, tmm4, tmm5) `rows0` rows and those of the second (tmm1,
+/// tmm6, tmm7) `rows1` (16 when the block is unused). Tiles as tall as the block's
+/// rows read and write only those rows: a short block needs no padding.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
-const CONFIG: TileConfig = {
-    let mut b = [0u8; 64];
-    b[0] = 1;
-    let mut t = 0;
-    while t < 8 {
-        b[16 + 2 * t] = 64; // bytes per row, little-endian u16
-        b[48 + t] = 16; // rows
-        t += 1;
+impl TileConfig {
+    fn new(rows0: usize, rows1: usize) -> Self {
+        let mut b = [0u8; 64];
+        b[0] = 1;
+        let rows1 = if rows1 == 0 { 16 } else { rows1 };
+        for (t, rows) in [rows0, rows1, 16, 16, rows0, rows0, rows1, rows1]
+            .into_iter()
+            .enumerate()
+        {
+            b[16 + 2 * t] = 64; // bytes per row, little-endian u16
+            b[48 + t] = rows as u8;
+        }
+        TileConfig(b)
     }
-    TileConfig(b)
-};
+}
 
 thread_local! {
-    /// Whether this thread has loaded [`CONFIG`] (it stays loaded: nothing else in
-    /// the process configures tiles).
-    static CONFIGURED: Cell<bool> = const { Cell::new(false) };
+    /// The row counts this thread's tiles are configured for (`(0, 0)`: none yet).
+    /// Nothing else in the process configures tiles, so a configuration stays
+    /// until a tile of another height asks for its own.
+    static CONFIGURED: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Loads the configuration for blocks of `rows0` and `rows1` rows, unless loaded.
+fn configure(rows0: usize, rows1: usize) {
+    CONFIGURED.with(|c| {
+        if c.get() != (rows0, rows1) {
+            let cfg = TileConfig::new(rows0, rows1);
+            // SAFETY: `cfg` is a valid palette-1 configuration of 64 bytes (rows 1..=16,
+            // 64 bytes per row); LDTILECFG only reads it.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
+            c.set((rows0, rows1));
+        }
+    });
 }
 
 /// 32 rows of 32 four-byte sums (i32 or f32), as the tiles store them.
@@ -163,8 +186,8 @@ macro_rules! dot {
 /// `TILELOADD tmm$t, [ptr + stride]`.
 macro_rules! load {
     ($t:literal, $ptr:expr, $stride:expr) => {
-        // SAFETY: the caller guarantees 16 rows of 64 readable bytes at `$ptr`,
-        // `$stride` bytes apart.
+        // SAFETY: the caller guarantees the tile's configured rows (at most 16) of
+        // 64 readable bytes at `$ptr`, `$stride` bytes apart.
         unsafe {
             asm!(
                 concat!("tileloadd tmm", $t, ", [{p} + {s}]"),
@@ -179,8 +202,8 @@ macro_rules! load {
 /// `TILESTORED [ptr + stride], tmm$t`.
 macro_rules! store {
     ($t:literal, $ptr:expr, $stride:expr) => {
-        // SAFETY: the caller guarantees 16 rows of 64 writable bytes at `$ptr`,
-        // `$stride` bytes apart.
+        // SAFETY: the caller guarantees the tile's configured rows (at most 16) of
+        // 64 writable bytes at `$ptr`, `$stride` bytes apart.
         unsafe {
             asm!(
                 concat!("tilestored [{p} + {s}], tmm", $t),
@@ -209,7 +232,7 @@ unsafe fn pad_rows(src: *const u8, lda: usize, rows: usize, len: usize) -> Pad<1
     p
 }
 
-/// Sums of a 32x32 tile (rows past `mr` are zero) over `units` K steps (quads for
+/// Sums of a 32x32 tile (rows `0..mr` written, the others left as they are) over `units` K steps (quads for
 /// int8, pairs for bf16), written to `out` row by row; `DPBF16` picks the
 /// instruction.
 ///
@@ -225,13 +248,10 @@ unsafe fn tiles<const DPBF16: bool>(
     mr: usize,
     out: &mut Sums,
 ) {
-    CONFIGURED.with(|c| {
-        if !c.get() {
-            // SAFETY: `CONFIG` is a valid palette-1 configuration of 64 bytes.
-            unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly)) };
-            c.set(true);
-        }
-    });
+    let two = mr > 16;
+    let rows0 = mr.min(16);
+    let rows1 = mr.saturating_sub(16);
+    configure(rows0, rows1);
     // SAFETY: configured above; TILEZERO touches no memory.
     unsafe {
         asm!(
@@ -242,9 +262,6 @@ unsafe fn tiles<const DPBF16: bool>(
             options(nostack)
         )
     };
-    let two = mr > 16;
-    let rows0 = mr.min(16);
-    let rows1 = mr.saturating_sub(16);
     let bytes = 4 * units;
     let mut off = 0;
     while off < bytes {
@@ -265,9 +282,9 @@ unsafe fn tiles<const DPBF16: bool>(
         };
         load!(2, bsrc, 128usize);
         load!(3, bsrc.wrapping_add(64), 128usize);
-        // A: rows 0..16, in place when whole.
+        // A: the block's rows, in place unless this is a short last K chunk.
         let a0;
-        if rows0 == 16 && len == 64 {
+        if len == 64 {
             load!(0, a.wrapping_add(off), lda);
         } else {
             // SAFETY: rows `0..rows0` hold `len` bytes from `off`.
@@ -284,7 +301,7 @@ unsafe fn tiles<const DPBF16: bool>(
         if two {
             let a1;
             let top = a.wrapping_add(16 * lda + off);
-            if rows1 == 16 && len == 64 {
+            if len == 64 {
                 load!(1, top, lda);
             } else {
                 // SAFETY: rows `16..mr` hold `len` bytes from `off`.
@@ -307,10 +324,6 @@ unsafe fn tiles<const DPBF16: bool>(
     if two {
         store!(6, base.wrapping_add(16 * 128), 128usize);
         store!(7, base.wrapping_add(16 * 128 + 64), 128usize);
-    } else {
-        for row in &mut out.0[16..] {
-            row.fill(0);
-        }
     }
 }
 
@@ -332,6 +345,12 @@ fn bf16(
     mr: usize,
     nr: usize,
 ) {
+    if mr == 1 {
+        // One row fills a sixteenth of a tile: `VDPBF16PS` on zmm is faster there
+        // (measured: 1x384x1536, 1 thread, 40.6 against 28.0 GFLOP/s), on the same
+        // panels.
+        return avx512bf16::bf16(kp, a, lda, b, c, ldc, mr, nr);
+    }
     if !check_lowp_tile(MR, (kp, 2), (a.len(), lda), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }

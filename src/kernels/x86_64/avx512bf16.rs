@@ -40,7 +40,7 @@ vector_kernels! { "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c";
 
 /// Safe entry point with the [`crate::kernels::Bf16Kernel`] contract.
 #[allow(clippy::too_many_arguments)]
-fn bf16(
+pub(super) fn bf16(
     kp: usize,
     a: &[u16],
     lda: usize,
