@@ -48,8 +48,8 @@ pub static LOWP: LowpKernels = LowpKernels {
     int8,
     int8_layout: Int8Layout::Quads,
     bf16_layout: Bf16Layout::Pairs,
-    bf16_compute: "TDPBF16PS (AMX tiles)",
-    int8_compute: "TDPBUSD (AMX tiles)",
+    bf16_compute: "TDPBF16PS on AMX tiles",
+    int8_compute: "TDPBUSD on AMX tiles",
     ..avx512bf16::LOWP
 };
 

@@ -29,7 +29,7 @@ pub static KERNELS: Kernels = Kernels {
 pub static LOWP: LowpKernels = LowpKernels {
     int8,
     int8_layout: Int8Layout::Quads,
-    int8_compute: "VPDPBUSD on ymm (AVX-VNNI)",
+    int8_compute: "VPDPBUSD on ymm, AVX-VNNI",
     bf16_layout: Bf16Layout::Pairs,
     ..avx2_lowp::LOWP
 };
