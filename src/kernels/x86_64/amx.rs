@@ -232,9 +232,9 @@ unsafe fn pad_rows(src: *const u8, lda: usize, rows: usize, len: usize) -> Pad<1
     p
 }
 
-/// Sums of a 32x32 tile (rows `0..mr` written, the others left as they are) over `units` K steps (quads for
-/// int8, pairs for bf16), written to `out` row by row; `DPBF16` picks the
-/// instruction.
+/// Sums of a 32x32 tile over `units` K steps (quads for int8, pairs for bf16),
+/// stored to rows `0..mr` of `out` (the other rows are left as they are); `DPBF16`
+/// picks the instruction.
 ///
 /// # Safety
 /// `a` must be valid for `mr <= 32` rows of `4 * units` bytes at stride `lda`, `b`
