@@ -241,7 +241,8 @@ pub struct Int8Scales<'a> {
 /// The int8 GEMM microkernel: unsigned 8-bit activations times signed 8-bit weights,
 /// summed in i32, rescaled to f32 in the store.
 ///
-/// `a` holds `mr` rows of `4 * kq` bytes (row stride `lda` bytes); `b` is one packed
+/// `a` holds `mr` rows of `4 * kq` activations of [`Int8Layout::activation_bytes`]
+/// bytes each (row stride `lda` bytes); `b` is one packed
 /// panel in the path's [`Int8Layout`]: with `Quads`, `kq` groups of [`LOWP_NR`]
 /// columns, each column holding four K-consecutive weights. Output as for [`Bf16Kernel`].
 pub type Int8Kernel = fn(
@@ -263,7 +264,9 @@ pub enum Int8Layout {
     /// Per column, four K-consecutive `i8` (`VPDPBUSD`'s operand).
     Quads,
     /// Per column, two K-consecutive `i16` (`VPMADDWD`'s operand: exact u8 x s8
-    /// products without VNNI, at twice the bytes).
+    /// products without VNNI, at twice the bytes). The activations are widened too:
+    /// each u8 is stored in the low byte of a little-endian `u16`, so that a pair of
+    /// them is one 32-bit broadcast from memory.
     Pairs16,
     /// Per column, eight K-consecutive `i8`, K padded to a multiple of 8 (so two
     /// neighbouring columns are one 16-byte `USMMLA` operand); `kq` quads of
@@ -278,6 +281,14 @@ impl Int8Layout {
             Int8Layout::Quads => 4,
             Int8Layout::Pairs16 => 2,
             Int8Layout::Octets => 8,
+        }
+    }
+
+    /// Bytes an activation takes in the rows the kernel reads.
+    pub fn activation_bytes(self) -> usize {
+        match self {
+            Int8Layout::Pairs16 => 2,
+            Int8Layout::Quads | Int8Layout::Octets => 1,
         }
     }
 

@@ -427,7 +427,8 @@ pub fn gemm_int8(
     let lp = lowp_of(b.kernels)?;
     let kern = b.kernels;
     let kq = k.div_ceil(4);
-    let lda = 4 * kq;
+    let wide = b.layout().activation_bytes() == 2;
+    let lda = 4 * kq * b.layout().activation_bytes();
     install(|| {
         with_scratch(&INT8_SCRATCH, m * lda, |aq| {
             let mut a_scale = vec![1.0f32; m];
@@ -437,7 +438,19 @@ pub fn gemm_int8(
                     .zip(a.par_chunks(k))
                     .zip(a_scale.par_iter_mut().zip(a_zero.par_iter_mut()))
                     .with_min_len(32)
-                    .for_each(|((d, s), (scale, zero))| (*scale, *zero) = (lp.quantize_u8)(s, d));
+                    .for_each_init(Vec::new, |narrow, ((d, s), (scale, zero))| {
+                        if wide {
+                            // Quantise, then widen each u8 to a little-endian u16.
+                            narrow.resize(4 * kq, 0u8);
+                            (*scale, *zero) = (lp.quantize_u8)(s, narrow);
+                            for (w, &v) in d.chunks_exact_mut(2).zip(narrow.iter()) {
+                                w[0] = v;
+                                w[1] = 0;
+                            }
+                        } else {
+                            (*scale, *zero) = (lp.quantize_u8)(s, d);
+                        }
+                    });
             } else {
                 aq.fill(0);
             }

@@ -1,4 +1,4 @@
-//! bf16 and int8 GEMM on AVX2 + FMA (no AVX-512): 2x32 tiles over the same weight
+//! bf16 and int8 GEMM on AVX2 + FMA (no AVX-512): 4x32 tiles over the same weight
 //! panels as every path.
 //!
 //! - bf16: weights (and activations) stored as bf16, widened to f32 in registers
@@ -9,8 +9,8 @@
 //!   255 x 127 x 2 overflows; 7-bit weights or activations avoid that but cost
 //!   quality: on all-MiniLM-L6-v2 min cosine 0.9888 and 0.9840 to f32, under the
 //!   0.99 floor.) Weight panels hold K-pairs of `i16` ([`Int8Layout::Pairs16`], twice
-//!   the bytes of `i8`, the size of bf16); activations stay u8 and are widened as
-//!   they are broadcast.
+//!   the bytes of `i8`, the size of bf16); activations are widened to i16 once, when
+//!   they are quantised, so that a pair of them is one broadcast load.
 
 use std::arch::x86_64::*;
 
@@ -18,8 +18,10 @@ use crate::kernels::{
     check_int8_scales, check_lowp_tile, Bf16Layout, Int8Layout, Int8Scales, LowpKernels, LOWP_NR,
 };
 
-/// Rows of the tiles (8 accumulators, a weight register, broadcasts).
-pub const MR: usize = 2;
+/// Rows of a tile: the int8 tile holds 4 rows x 16 columns of i32 sums at a time
+/// (8 accumulators) and sweeps the panel's two halves; the bf16 tile (which needs
+/// registers for both halves of each bf16 pair) runs 4 rows as two pairs.
+pub const MR: usize = 4;
 
 /// The reduced-precision kernels of the AVX2 path.
 pub static LOWP: LowpKernels = LowpKernels {
@@ -76,16 +78,19 @@ fn bf16(
     if !check_lowp_tile(MR, (kp, 2), (a.len(), lda), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
-    let (a, b, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-    match mr {
-        // SAFETY: the asserts above bound every access: `2 * kp` values of rows
-        // `0..mr` of `a` (stride `lda`), `kp` groups of 64 values of `b`, and rows
-        // `0..mr`, columns `0..nr` of C. The table holding this function is handed out
-        // only when the CPU supports AVX2 and FMA.
-        1 => unsafe { bf16_tile::<1>(kp, a, lda, b, cp, ldc, nr) },
-        // SAFETY: as above.
-        2 => unsafe { bf16_tile::<2>(kp, a, lda, b, cp, ldc, nr) },
-        _ => unreachable!(),
+    // The bf16 tile keeps two rows in registers; taller blocks run as row pairs.
+    for r in (0..mr).step_by(2) {
+        let (ar, cr) = (&a[r * lda..], &mut c[r * ldc..]);
+        let (ap, bp, cp) = (ar.as_ptr(), b.as_ptr(), cr.as_mut_ptr());
+        match mr - r {
+            // SAFETY: the asserts above bound every access: `2 * kp` values of rows
+            // `r..mr` of `a` (stride `lda`), `kp` groups of 64 values of `b`, and rows
+            // `r..mr`, columns `0..nr` of C. The table holding this function is handed
+            // out only when the CPU supports AVX2 and FMA.
+            1 => unsafe { bf16_tile::<1>(kp, ap, lda, bp, cp, ldc, nr) },
+            // SAFETY: as above.
+            _ => unsafe { bf16_tile::<2>(kp, ap, lda, bp, cp, ldc, nr) },
+        }
     }
 }
 
@@ -152,38 +157,35 @@ fn int8(
     s: &Int8Scales,
 ) {
     check_int8_scales(s, mr);
-    // Pairs16: each of the 4 * kq weights of a column takes two bytes.
-    if !check_lowp_tile(
-        MR,
-        (kq, 4),
-        (a.len(), lda),
-        b.len() / 2,
-        (c.len(), ldc),
-        mr,
-        nr,
-    ) {
+    // Pairs16: each of the 4 * kq activations of a row and weights of a column takes
+    // two bytes.
+    if !check_lowp_tile(MR, (kq, 8), (a.len(), lda), b.len(), (c.len(), ldc), mr, nr) {
         return;
     }
     let (a, b, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     match mr {
-        // SAFETY: the checks above bound every access: `4 * kq` bytes of rows `0..mr`
+        // SAFETY: the checks above bound every access: `8 * kq` bytes of rows `0..mr`
         // of `a` (stride `lda`), `2 * kq` groups of 128 bytes of `b`, `mr` row scales,
         // 32 column scales, and rows `0..mr`, columns `0..nr` of C. The table holding
         // this function is handed out only when the CPU supports AVX2 and FMA.
         1 => unsafe { int8_tile::<1>(kq, a, lda, b, cp, ldc, nr, s) },
         // SAFETY: as above.
         2 => unsafe { int8_tile::<2>(kq, a, lda, b, cp, ldc, nr, s) },
+        3 => unsafe { int8_tile::<3>(kq, a, lda, b, cp, ldc, nr, s) },
+        4 => unsafe { int8_tile::<4>(kq, a, lda, b, cp, ldc, nr, s) },
         _ => unreachable!(),
     }
 }
 
-/// The `M x 32` int8 tile over an [`Int8Layout::Pairs16`] panel: each 16-value
-/// group of a weight step holds 8 columns' (k, k+1) weights as i16; the row's two
-/// activations, widened to i16 and broadcast, meet them in `VPMADDWD`, whose i32
-/// sums of two products are exact.
+/// The `M x 32` int8 tile over an [`Int8Layout::Pairs16`] panel, as two `M x 16`
+/// sweeps of all of K (one per half of the panel, each read once for `M` rows): each
+/// 16-value group of a weight step holds 8 columns' (k, k+1) weights as i16; the
+/// row's two activations, already widened to i16, are one 32-bit broadcast from
+/// memory (a load, no shuffle), and meet the weights in `VPMADDWD`, whose i32 sums of
+/// two products are exact.
 ///
 /// # Safety
-/// `a` must be valid for rows `0..M` of `4 * kq` bytes at stride `lda`, `b` for
+/// `a` must be valid for rows `0..M` of `8 * kq` bytes at stride `lda`, `b` for
 /// `256 * kq` bytes (`2 * kq` steps of 32 columns' i16 pairs), the scales for `M`
 /// rows and 32 columns, `c` for rows `0..M` (stride `ldc`) of `nr <= 32` columns; the
 /// CPU must support AVX2 and FMA.
@@ -199,25 +201,30 @@ unsafe fn int8_tile<const M: usize>(
     nr: usize,
     s: &Int8Scales,
 ) {
+    let rows: [*const i32; M] = std::array::from_fn(|i| a.wrapping_add(i * lda) as *const i32);
     let mut acc = [[_mm256_setzero_si256(); 4]; M];
-    let rows: [*const u16; M] = std::array::from_fn(|i| a.wrapping_add(i * lda) as *const u16);
-    let mut bp = b as *const i16;
-    for q in 0..2 * kq {
-        let mut av = [_mm256_setzero_si256(); M];
-        for i in 0..M {
-            // SAFETY: `q < 2 * kq`: bytes `2q, 2q + 1` of row `i` are in bounds.
-            let pair = unsafe { rows[i].add(q).read_unaligned() } as u32;
-            // Little-endian: the low byte is activation 2q; each to its own i16.
-            av[i] = _mm256_set1_epi32(((pair & 0xff) | ((pair & 0xff00) << 8)) as i32);
-        }
-        for j in 0..4 {
-            // SAFETY: `q < 2 * kq`: step `q` of the panel has 64 i16 values.
-            let w = unsafe { _mm256_loadu_si256(bp.add(16 * j) as *const __m256i) };
+    for half in 0..2 {
+        let mut part = [[_mm256_setzero_si256(); 2]; M];
+        let mut bp = (b as *const i16).wrapping_add(32 * half);
+        for q in 0..2 * kq {
+            let mut av = [_mm256_setzero_si256(); M];
             for i in 0..M {
-                acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(av[i], w));
+                // SAFETY: `q < 2 * kq`: bytes `4q..4q + 4` of row `i` are in bounds.
+                av[i] = _mm256_set1_epi32(unsafe { rows[i].add(q).read_unaligned() });
             }
+            for j in 0..2 {
+                // SAFETY: `q < 2 * kq`: step `q` of the panel has 64 i16 values.
+                let w = unsafe { _mm256_loadu_si256(bp.add(16 * j) as *const __m256i) };
+                for i in 0..M {
+                    part[i][j] = _mm256_add_epi32(part[i][j], _mm256_madd_epi16(av[i], w));
+                }
+            }
+            bp = bp.wrapping_add(2 * LOWP_NR);
         }
-        bp = bp.wrapping_add(2 * LOWP_NR);
+        for i in 0..M {
+            acc[i][2 * half] = part[i][0];
+            acc[i][2 * half + 1] = part[i][1];
+        }
     }
     // SAFETY: rows `0..M` of `nr` columns are writable, the scales cover `M` rows
     // and 32 columns (the caller's contract).

@@ -40,8 +40,9 @@ const MR: usize = avx2_lowp::MR;
 /// Defines the `M x 32` int8 tile for one encoding of `VPDPBUSD` on ymm.
 macro_rules! int8_tile {
     ($name:ident, $features:literal, $dpbusd:ident) => {
-        /// The `M x 32` int8 tile: per step, each row's quad of activations is
-        /// broadcast and meets the four weight vectors of the panel's quad in
+        /// The `M x 32` int8 tile, as two `M x 16` sweeps of all of K (one per half
+        /// of the panel, each read once for `M` rows): per step, each row's quad of
+        /// activations is broadcast and meets the half's two weight vectors in
         /// `VPDPBUSD`; the zero point comes back out in the store.
         ///
         /// # Safety
@@ -61,24 +62,31 @@ macro_rules! int8_tile {
             nr: usize,
             s: &Int8Scales,
         ) {
-            let mut acc = [[_mm256_setzero_si256(); 4]; M];
             let rows: [*const i32; M] =
                 std::array::from_fn(|i| a.wrapping_add(i * lda) as *const i32);
-            let mut bp = b;
-            for q in 0..kq {
-                let mut av = [_mm256_setzero_si256(); M];
-                for i in 0..M {
-                    // SAFETY: `q < kq`: quad `q` of row `i` is in bounds.
-                    av[i] = _mm256_set1_epi32(unsafe { rows[i].add(q).read_unaligned() });
-                }
-                for j in 0..4 {
-                    // SAFETY: `q < kq`: step `q` of the panel has 128 bytes.
-                    let w = unsafe { _mm256_loadu_si256(bp.add(32 * j) as *const __m256i) };
+            let mut acc = [[_mm256_setzero_si256(); 4]; M];
+            for half in 0..2 {
+                let mut part = [[_mm256_setzero_si256(); 2]; M];
+                let mut bp = b.wrapping_add(64 * half);
+                for q in 0..kq {
+                    let mut av = [_mm256_setzero_si256(); M];
                     for i in 0..M {
-                        acc[i][j] = $dpbusd(acc[i][j], av[i], w);
+                        // SAFETY: `q < kq`: quad `q` of row `i` is in bounds.
+                        av[i] = _mm256_set1_epi32(unsafe { rows[i].add(q).read_unaligned() });
                     }
+                    for j in 0..2 {
+                        // SAFETY: `q < kq`: step `q` of the panel has 128 bytes.
+                        let w = unsafe { _mm256_loadu_si256(bp.add(32 * j) as *const __m256i) };
+                        for i in 0..M {
+                            part[i][j] = $dpbusd(part[i][j], av[i], w);
+                        }
+                    }
+                    bp = bp.wrapping_add(4 * LOWP_NR);
                 }
-                bp = bp.wrapping_add(4 * LOWP_NR);
+                for i in 0..M {
+                    acc[i][2 * half] = part[i][0];
+                    acc[i][2 * half + 1] = part[i][1];
+                }
             }
             // SAFETY: rows `0..M` of `nr` columns are writable, the scales cover `M`
             // rows and 32 columns (the caller's contract); the CPU has AVX2 and FMA.
@@ -122,6 +130,10 @@ fn int8(
         1 => unsafe { int8_tile_vex::<1>(kq, a, lda, b, cp, ldc, nr, s) },
         // SAFETY: as above.
         2 => unsafe { int8_tile_vex::<2>(kq, a, lda, b, cp, ldc, nr, s) },
+        // SAFETY: as above.
+        3 => unsafe { int8_tile_vex::<3>(kq, a, lda, b, cp, ldc, nr, s) },
+        // SAFETY: as above.
+        4 => unsafe { int8_tile_vex::<4>(kq, a, lda, b, cp, ldc, nr, s) },
         _ => unreachable!(),
     }
 }
@@ -201,6 +213,10 @@ mod tests {
                         1 => unsafe { int8_tile_evex::<1>(kq, ap, lda, bp, cp, ldc, nr, &s) },
                         // SAFETY: as above.
                         2 => unsafe { int8_tile_evex::<2>(kq, ap, lda, bp, cp, ldc, nr, &s) },
+                        // SAFETY: as above.
+                        3 => unsafe { int8_tile_evex::<3>(kq, ap, lda, bp, cp, ldc, nr, &s) },
+                        // SAFETY: as above.
+                        4 => unsafe { int8_tile_evex::<4>(kq, ap, lda, bp, cp, ldc, nr, &s) },
                         _ => unreachable!(),
                     }
                     assert_eq!(got, want, "avx2-vnni tile {mr}x{nr}, kq {kq}");
