@@ -1,7 +1,7 @@
 # The README's commands. Each installs what it needs on a fresh machine.
 SHELL := /bin/bash
 
-.PHONY: test serve model lint bench bench-peers bench-model bench-server bench-families bench-decoders bench-generation bench-reliability bench-ray bench-peak fmt python
+.PHONY: test serve model lint bench bench-peers bench-model bench-model-avx2 bench-server bench-families bench-decoders bench-generation bench-reliability bench-ray bench-peak fmt python
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -67,6 +67,12 @@ bench-peers:
 ## make bench-model: all-MiniLM-L6-v2, rinfer vs PyTorch and ONNX Runtime, same run.
 bench-model:
 	./benches/peers/model_peers.sh
+
+## make bench-model-avx2: the same, as on an AVX2-only CPU: every process of the run is
+## shown a CPU without AVX-512, AVX-VNNI and AMX (benches/peers/avx2_only.sh; needs CPUID
+## faulting, e.g. an Intel CPU); results in bench-results/avx2-only/.
+bench-model-avx2:
+	./benches/peers/avx2_only.sh ./benches/peers/model_peers.sh --out bench-results/avx2-only
 
 ## make bench-server: rinfer's HTTP server vs the in-process engine, a naive FastAPI +
 ## sentence-transformers server and infinity-emb, wrk on loopback, concurrency 1/8/64,

@@ -9,7 +9,8 @@
  *
  * The SIGSEGV handler that serves the faults stays installed: a handler the program
  * installs later (Rust's stack-overflow guard, Python's faulthandler) is kept aside and
- * called for every fault that is not a CPUID. CPUID_MASK_LOG=1 prints, at exit, how
+ * called for every fault that is not a CPUID (both sigaction() and signal() are
+ * intercepted). CPUID_MASK_LOG=1 prints, at exit, how
  * many CPUID queries were answered and how many asked for the feature leaf 7.
  *
  * Used by benches/peers/avx2_only.sh; a bench tool, not part of rinfer.
@@ -102,6 +103,24 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     if (old) *old = next_action;
     if (act) next_action = *act;
     return 0;
+}
+
+/* glibc's signal() installs through its internal sigaction, past the one above. */
+sighandler_t signal(int sig, sighandler_t handler) {
+    if (sig != SIGSEGV || !atomic_load(&active)) {
+        struct sigaction act, old;
+        memset(&act, 0, sizeof act);
+        act.sa_handler = handler;
+        act.sa_flags = SA_RESTART;
+        sigemptyset(&act.sa_mask);
+        if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
+        return old.sa_handler;
+    }
+    sighandler_t old = next_action.sa_flags & SA_SIGINFO ? SIG_DFL : next_action.sa_handler;
+    memset(&next_action, 0, sizeof next_action);
+    next_action.sa_handler = handler;
+    next_action.sa_flags = SA_RESTART;
+    return old;
 }
 
 static void report(void) {
