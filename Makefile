@@ -70,7 +70,7 @@ bench-model:
 
 ## make bench-model-avx2: the same, as on an AVX2-only CPU: every process of the run is
 ## shown a CPU without AVX-512, AVX-VNNI and AMX (benches/peers/avx2_only.sh; needs CPUID
-## faulting, e.g. an Intel CPU); results in bench-results/avx2-only/.
+## faulting: seen on Intel Emerald Rapids and AMD Zen 4); results in bench-results/avx2-only/.
 bench-model-avx2:
 	./benches/peers/avx2_only.sh ./benches/peers/model_peers.sh --out bench-results/avx2-only
 
